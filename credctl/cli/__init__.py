@@ -1,0 +1,55 @@
+"""The full command line (the slow path): click commands that call the services."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from credctl.cli.common import CliState, fail
+from credctl.cli.identity import init, reset, status, version
+from credctl.cli.oidc import oidc
+from credctl.errors import CredctlError, UsageError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", is_flag=True, help="Explain each step on stderr (never a secret).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Short-lived AWS and GCP credentials from a device-bound key."""
+    ctx.obj = CliState(verbose=verbose)
+
+
+cli.add_command(init)
+cli.add_command(status)
+cli.add_command(reset)
+cli.add_command(version)
+cli.add_command(oidc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; errors become one ``credctl:`` line on stderr and exit 1."""
+    try:
+        cli.main(args=argv, prog_name="credctl", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("credctl: aborted", err=True)
+        return 1
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except UsageError as exc:
+        fail(str(exc))
+        return 2
+    except CredctlError as exc:
+        fail(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        click.echo("credctl: interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
