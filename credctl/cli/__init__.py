@@ -17,7 +17,7 @@ from credctl.errors import CredctlError, UsageError
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """Short-lived AWS and GCP credentials from a device-bound key."""
-    ctx.obj = CliState(verbose=verbose)
+    ctx.obj = CliState(verbose=verbose, daemon_tried=ctx.meta.get(_DAEMON_TRIED, False))
 
 
 cli.add_command(init)
@@ -27,10 +27,18 @@ cli.add_command(version)
 cli.add_command(oidc)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; errors become one ``credctl:`` line on stderr and exit 1."""
+_DAEMON_TRIED = "credctl.daemon_tried"
+
+
+def main(argv: list[str] | None = None, daemon_tried: bool = False) -> int:
+    """Run the CLI; errors become one ``credctl:`` line on stderr and exit 1.
+
+    ``daemon_tried`` says the caller already asked the daemon for this call.
+    """
     try:
-        cli.main(args=argv, prog_name="credctl", standalone_mode=False)
+        with cli.make_context("credctl", list(sys.argv[1:] if argv is None else argv)) as ctx:
+            ctx.meta[_DAEMON_TRIED] = daemon_tried
+            cli.invoke(ctx)
     except click.exceptions.Abort:
         click.echo("credctl: aborted", err=True)
         return 1
@@ -48,7 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("credctl: interrupted", err=True)
         return 130
+    except Exception as exc:  # a bug: still one line, no traceback, nothing secret
+        fail(f"unexpected error ({type(exc).__name__}); rerun with --verbose and report it")
+        if _verbose_requested(argv):
+            raise
+        return 1
     return 0
+
+
+def _verbose_requested(argv: list[str] | None) -> bool:
+    return "--verbose" in (sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ import click
 @dataclass
 class CliState:
     verbose: bool = False
+    # True when the native fast path already asked the daemon for this call,
+    # so `auth` goes straight to the direct path instead of asking twice.
+    daemon_tried: bool = False
 
     def explain(self, message: str) -> None:
         """A --verbose step on stderr; callers never pass a token or a secret."""
