@@ -1,4 +1,36 @@
-from setuptools import setup
+import os
+import sys
 
-# Everything else is in pyproject.toml; this file only names the cffi builder.
-setup(cffi_modules=["native/build_native.py:ffibuilder"])
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+# Everything else is in pyproject.toml. This file names the cffi builder and
+# builds the credctl-fast launcher beside the native module.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "native"))
+import build_native
+
+# A fixed path, so data_files can name it before it is built; "bin" installs it
+# into the scripts directory, next to the `credctl` console script.
+LAUNCHER_DIR = os.path.join("build", "launcher")
+LAUNCHER = os.path.join(LAUNCHER_DIR, "credctl-fast")
+
+
+class BuildExtWithLauncher(build_ext):
+    def run(self) -> None:
+        missing = build_native.missing_build_tools()
+        if missing:
+            sys.exit(f"error: {missing}")
+        super().run()
+        objects = self.compiler.compile(
+            build_native.LAUNCHER_SOURCES,
+            output_dir=os.path.join(self.build_temp, "launcher"),
+            include_dirs=["native"],
+        )
+        self.compiler.link_executable(objects, "credctl-fast", output_dir=LAUNCHER_DIR)
+
+
+setup(
+    cffi_modules=["native/build_native.py:ffibuilder"],
+    cmdclass={"build_ext": BuildExtWithLauncher},
+    data_files=[("bin", [LAUNCHER])],
+)
