@@ -46,3 +46,33 @@ def check_email(email: str, option: str) -> str:
     if not _EMAIL.match(email):
         raise UsageError(f"{option}: {email!r} is not an e-mail address")
     return email
+
+
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_GCP_PROJECT_NUMBER = re.compile(r"^\d{1,20}$")
+# Workload identity pool and provider IDs: 4-32 lowercase letters, digits, hyphens.
+_GCP_POOL_ID = re.compile(r"^[a-z0-9-]{4,32}$")
+
+
+def check_region(region: str, option: str) -> str:
+    if not _AWS_REGION.match(region):
+        raise UsageError(f"{option}: {region!r} is not an AWS region (expected e.g. us-east-1)")
+    return region
+
+
+def check_project_number(number: str, option: str) -> str:
+    if not _GCP_PROJECT_NUMBER.match(number):
+        raise UsageError(
+            f"{option}: {number!r} is not a project number (the digits shown by "
+            "`gcloud projects describe PROJECT --format='value(projectNumber)'`)"
+        )
+    return number
+
+
+def check_pool_id(value: str, option: str) -> str:
+    if not _GCP_POOL_ID.match(value) or value.startswith("-") or value.endswith("-"):
+        raise UsageError(
+            f"{option}: {value!r} is not a workload identity pool/provider ID "
+            "(4-32 lowercase letters, digits and hyphens)"
+        )
+    return value

@@ -6,9 +6,11 @@ import sys
 
 import click
 
+from credctl.cli.auth import auth
 from credctl.cli.common import CliState, fail
 from credctl.cli.identity import init, reset, status, version
 from credctl.cli.oidc import oidc
+from credctl.cli.setup import setup
 from credctl.errors import CredctlError, UsageError
 
 
@@ -25,6 +27,8 @@ cli.add_command(status)
 cli.add_command(reset)
 cli.add_command(version)
 cli.add_command(oidc)
+cli.add_command(auth)
+cli.add_command(setup)
 
 
 _DAEMON_TRIED = "credctl.daemon_tried"

@@ -1,0 +1,137 @@
+"""setup aws | aws-profile | gcp | gcp-cred-file: connect the device to the clouds."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from credctl.aws_profile import DEFAULT_PROFILE, install_profile
+from credctl.home import credctl_home
+from credctl.providers import aws, gcp
+
+
+def credctl_command() -> str:
+    """The shell-quoted command other programs run to start this credctl.
+
+    botocore and google-auth split it with shlex. The ``credctl-fast`` launcher
+    beside the ``credctl`` script answers from the daemon without starting
+    Python, so it is preferred when it is installed.
+    """
+    script = _credctl_script()
+    if script is None:
+        return shlex.join([sys.executable, "-m", "credctl"])
+    fast = script.parent / "credctl-fast"
+    return shlex.quote(str(fast if fast.is_file() else script))
+
+
+def _credctl_script() -> Path | None:
+    """The ``credctl`` console script running now (or on PATH); None under ``python -m``."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "__main__.py":
+        return None
+    if argv0.name == "credctl" and argv0.is_file():
+        return argv0.resolve()
+    found = shutil.which("credctl")
+    return Path(found).resolve() if found else None
+
+
+@click.group()
+def setup() -> None:
+    """Connect the device identity to AWS and Google Cloud."""
+
+
+@setup.command("aws")
+@click.option("--role-arn", required=True, help="The IAM role that trusts the device's issuer.")
+@click.option("--issuer-url", required=True, help="The OIDC issuer URL (https).")
+@click.option("--region", help="AWS region for STS (default: us-east-1, or the one recorded).")
+@click.option("--sts-endpoint", help="STS endpoint URL (default: the regional endpoint).")
+def setup_aws(role_arn: str, issuer_url: str, region: str | None, sts_endpoint: str | None) -> None:
+    """Record an existing AWS federation in config.json."""
+    settings = aws.record_federation(credctl_home(), role_arn, issuer_url, region, sts_endpoint)
+    click.echo("AWS federation recorded:")
+    click.echo(f"  role_arn:   {settings.role_arn}")
+    click.echo(f"  issuer_url: {settings.issuer_url}")
+    click.echo(f"  region:     {settings.region}")
+    if settings.sts_endpoint:
+        click.echo(f"  sts_endpoint: {settings.sts_endpoint}")
+    click.echo(
+        "Next: `credctl setup aws-profile`, then `aws sts get-caller-identity --profile credctl`."
+    )
+
+
+@setup.command("aws-profile")
+@click.option("--profile", default=DEFAULT_PROFILE, show_default=True, help="Profile name.")
+@click.option("--force", is_flag=True, help="Replace the profile if it exists.")
+def setup_aws_profile(profile: str, force: bool) -> None:
+    """Write a credential_process profile into the AWS config file."""
+    result = install_profile(credctl_home(), credctl_command(), profile, force)
+    if result.action == "kept":
+        click.echo(
+            f"{result.header} already exists in {result.path}; left unchanged "
+            "(use --force to replace it)."
+        )
+        return
+    click.echo(
+        f"{'Added' if result.action == 'added' else 'Replaced'} {result.header} in {result.path}"
+    )
+    click.echo(
+        f"Use it: aws sts get-caller-identity --profile {profile}  (or AWS_PROFILE={profile})"
+    )
+
+
+@setup.command("gcp")
+@click.option("--project-number", required=True, help="The project's number (digits).")
+@click.option("--pool-id", required=True, help="Workload identity pool ID.")
+@click.option("--provider-id", required=True, help="Workload identity pool provider ID.")
+@click.option("--service-account", required=True, help="Service account e-mail to impersonate.")
+@click.option("--issuer-url", required=True, help="The OIDC issuer URL (https).")
+@click.option("--sts-endpoint", help="STS token URL (default https://sts.googleapis.com/v1/token).")
+@click.option(
+    "--iam-credentials-endpoint",
+    help="IAM Credentials base URL (default https://iamcredentials.googleapis.com).",
+)
+def setup_gcp(
+    project_number: str,
+    pool_id: str,
+    provider_id: str,
+    service_account: str,
+    issuer_url: str,
+    sts_endpoint: str | None,
+    iam_credentials_endpoint: str | None,
+) -> None:
+    """Record an existing GCP workload identity federation in config.json."""
+    settings = gcp.record_federation(
+        credctl_home(),
+        project_number,
+        pool_id,
+        provider_id,
+        service_account,
+        issuer_url,
+        sts_endpoint,
+        iam_credentials_endpoint,
+    )
+    click.echo("GCP federation recorded:")
+    click.echo(f"  audience:        {settings.audience}")
+    click.echo(f"  service account: {settings.service_account_email}")
+    click.echo(f"  issuer_url:      {settings.issuer_url}")
+    click.echo("Next: `credctl setup gcp-cred-file`.")
+
+
+@setup.command("gcp-cred-file")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write it (default: gcp-credentials.json in the credctl home).",
+)
+def setup_gcp_cred_file(output: Path | None) -> None:
+    """Write the GCP external-account credential config for client libraries and gcloud."""
+    path = gcp.write_credential_file(credctl_home(), credctl_command(), output)
+    click.echo(f"Wrote {path}")
+    click.echo("Use it:")
+    click.echo(f"  export GOOGLE_APPLICATION_CREDENTIALS={shlex.quote(str(path))}")
+    click.echo("  export GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1")
+    click.echo(f"  gcloud auth login --cred-file={shlex.quote(str(path))}")
