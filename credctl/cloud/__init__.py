@@ -9,9 +9,10 @@ that re-running the same command resumes from there.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from credctl.errors import CredctlError
 
@@ -83,3 +84,21 @@ class SetupProgress:
     @property
     def changed(self) -> bool:
         return any(r.action != "unchanged" for r in self.results)
+
+
+def parse_published_jwks(data: bytes | None, location: str) -> dict[str, Any] | None:
+    """The JWKS already published at ``location``, or None; anything else is an error.
+
+    A broken document is never overwritten: it may hold keys someone relies on.
+    """
+    if data is None:
+        return None
+    try:
+        jwks = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        jwks = None
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys", []), list):
+        raise StepFailed(
+            f"{location} is not a JWKS; credctl will not overwrite it. Fix or delete the object"
+        )
+    return jwks

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from credctl.cloud import Action, SetupProgress, StepFailed, StepResult
+from credctl.cloud import Action, SetupProgress, StepFailed, StepResult, parse_published_jwks
 from credctl.errors import UsageError
 from credctl.oidc import DISCOVERY_PATH, JWKS_PATH, discovery_document, merge_jwks, render_json
 
@@ -174,21 +174,6 @@ def _read_object(s3: S3Client, bucket: str, key: str) -> bytes | None:
         raise
 
 
-def _existing_jwks(data: bytes | None, bucket: str) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    try:
-        jwks = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        jwks = None
-    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys", []), list):
-        raise StepFailed(
-            f"s3://{bucket}/{JWKS_PATH} is not a JWKS; credctl will not overwrite it. "
-            "Fix or delete the object"
-        )
-    return jwks
-
-
 def ensure_documents(
     s3: S3Client,
     bucket: str,
@@ -199,7 +184,11 @@ def ensure_documents(
     existing_jwks = _read_object(s3, bucket, JWKS_PATH)
     documents = {
         DISCOVERY_PATH: render_json(discovery_document(issuer_url)),
-        JWKS_PATH: render_json(merge_jwks(public_key_der, _existing_jwks(existing_jwks, bucket))),
+        JWKS_PATH: render_json(
+            merge_jwks(
+                public_key_der, parse_published_jwks(existing_jwks, f"s3://{bucket}/{JWKS_PATH}")
+            )
+        ),
     }
     for key, body in documents.items():
         current = existing_jwks if key == JWKS_PATH else _read_object(s3, bucket, key)
