@@ -8,6 +8,7 @@ import click
 
 from credctl.cli.auth import auth
 from credctl.cli.common import CliState, fail
+from credctl.cli.daemon import daemon
 from credctl.cli.identity import init, reset, status, version
 from credctl.cli.oidc import oidc
 from credctl.cli.setup import setup
@@ -29,6 +30,7 @@ cli.add_command(version)
 cli.add_command(oidc)
 cli.add_command(auth)
 cli.add_command(setup)
+cli.add_command(daemon)
 
 
 _DAEMON_TRIED = "credctl.daemon_tried"
