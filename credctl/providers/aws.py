@@ -96,7 +96,7 @@ def assume_role_with_web_identity(
     # this very credential_process again (AWS_PROFILE pointing at credctl).
     boto_config = BotoConfig(
         signature_version=UNSIGNED,
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
     )
