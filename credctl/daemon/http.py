@@ -64,6 +64,7 @@ class Connection(asyncio.Protocol):
     """
 
     __slots__ = (
+        "body_needed",
         "buffer",
         "busy",
         "close_after",
@@ -79,6 +80,8 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        # Bytes the buffered request needs in all, once its header block is in.
+        self.body_needed = 0
         self.busy = False
         self.close_after = False
         self.served = 0
@@ -119,14 +122,18 @@ class Connection(asyncio.Protocol):
         if self.buffer:
             before = len(self.buffer)
             self.buffer += data
+            if self.body_needed:
+                if len(self.buffer) < self.body_needed:
+                    return
             # Wait for the rest of the header block without rescanning all of it.
-            if (
+            elif (
                 self.buffer.find(b"\r\n\r\n", max(0, before - 3)) < 0
                 and len(self.buffer) <= MAX_HEADER_BYTES
             ):
                 return
             data = bytes(self.buffer)
             self.buffer = bytearray()
+            self.body_needed = 0
         self._process(data)
 
     def eof_received(self) -> bool | None:
@@ -163,7 +170,7 @@ class Connection(asyncio.Protocol):
                 keep_alive, body_length = parsed
             request_end = end + 4 + body_length
             if request_end > size:
-                self._keep_partial(data[pos:])
+                self._keep_partial(data[pos:], request_end - pos)
                 return
             pos = request_end
             self.served += 1
@@ -206,10 +213,10 @@ class Connection(asyncio.Protocol):
                     keep_alive = True
         return keep_alive, body_length
 
-    def _keep_partial(self, rest: bytes) -> None:
+    def _keep_partial(self, rest: bytes, body_needed: int = 0) -> None:
         self.buffer = bytearray(rest)
-        loop = self.server.loop
-        self.partial_since = loop.time()
+        self.body_needed = body_needed
+        self.partial_since = self.server.loop.time()
 
     def _await(self, answer: Awaitable[bytes], keep_alive: bool, rest: bytes) -> None:
         assert self.transport is not None
