@@ -319,7 +319,7 @@ def test_silent_and_slow_clients_are_dropped_without_delaying_others(
                 try:
                     sock.settimeout(0.2)
                     chunk = sock.recv(4096)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except ConnectionResetError:
                     break
