@@ -11,6 +11,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from fake_gcp_admin import ACCESS_TOKEN, FakeGcpAdmin
 from google.auth.transport.requests import AuthorizedSession
 
 from credctl.cloud import CloudSetupError, SetupProgress, StepResult
@@ -21,7 +22,6 @@ from credctl.cloud.gcp_federation import (
     attribute_condition,
 )
 from credctl.keys import device_id, key_id
-from tests.fake_gcp_admin import ACCESS_TOKEN, FakeGcpAdmin
 
 PROJECT = "my-project"
 NUMBER = "123456789012"

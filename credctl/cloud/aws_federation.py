@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from botocore.exceptions import ClientError
 
-from credctl.cloud import SetupProgress, StepFailed, StepResult
-from credctl.cloud.publish import publish_to_s3, run_step
+from credctl.cloud import Reporter, SetupProgress, StepFailed, StepResult
+from credctl.cloud.publish import check_bucket_name, publish_to_s3, run_step
+from credctl.config import load_config
 from credctl.errors import UsageError
-from credctl.jwt import AWS_AUDIENCE
+from credctl.jwt import AWS_AUDIENCE, load_device_public_key
+from credctl.validation import check_region, check_url
 
 if TYPE_CHECKING:
     from boto3.session import Session
@@ -288,3 +292,75 @@ def check_policy_arn(arn: str) -> str:
             "(expected arn:aws:iam::aws:policy/NAME or arn:aws:iam::123456789012:policy/NAME)"
         )
     return arn
+
+
+@dataclass(frozen=True)
+class AwsSetupOptions:
+    """What the user chose on the command line for `credctl setup aws` without --role-arn."""
+
+    region: str | None = None  # default: the region recorded, else us-east-1
+    role_name: str = DEFAULT_ROLE_NAME
+    bucket: str | None = None
+    policy_arn: str | None = None
+    sts_endpoint: str | None = None
+    rerun_command: str = "credctl setup aws"
+
+
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+
+
+def check_role_name(name: str) -> str:
+    if not _ROLE_NAME.match(name):
+        raise UsageError(
+            f"--role-name: {name!r} is not an IAM role name (1-64 of letters, digits and +=,.@_-)"
+        )
+    return name
+
+
+def build_aws_federation(
+    home: Path,
+    request_options: AwsSetupOptions,
+    report: Reporter,
+) -> AwsFederation:
+    """Create or update the AWS side for the device in ``home`` and record it in config.json.
+
+    AWS credentials and endpoints come from boto3's usual chain (environment,
+    AWS_PROFILE, ~/.aws, AWS_ENDPOINT_URL...): they are the user's admin
+    credentials, not the device's.
+    """
+    import boto3
+
+    options = request_options
+    config = load_config(home)
+    recorded = config.aws
+    region = options.region or (recorded.region if recorded else DEFAULT_REGION)
+    check_region(region, "--region")
+    check_role_name(options.role_name)
+    if options.policy_arn:
+        check_policy_arn(options.policy_arn)
+    if options.bucket:
+        check_bucket_name(options.bucket)
+    if options.sts_endpoint:
+        check_url(options.sts_endpoint, "--sts-endpoint")
+    request = AwsFederationRequest(
+        device_id=config.device_id,
+        public_key_der=load_device_public_key(config),
+        region=region,
+        role_name=options.role_name,
+        bucket=options.bucket,
+        policy_arn=options.policy_arn,
+    )
+    progress = SetupProgress(report, rerun_command=options.rerun_command)
+    federation = AwsFederationSetup(boto3.session.Session(), progress).run(request)
+    config.update_section(
+        "aws",
+        {
+            "role_arn": federation.role_arn,
+            "issuer_url": federation.issuer_url,
+            "region": federation.region,
+            "s3_bucket": federation.bucket,
+            "sts_endpoint": options.sts_endpoint,
+        },
+    )
+    config.save()
+    return federation

@@ -10,10 +10,13 @@ of GcpEndpoints so tests can point them at a local server.
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -22,12 +25,18 @@ from google.auth.exceptions import GoogleAuthError
 
 from credctl.cloud import (
     Action,
+    CloudSetupError,
+    Reporter,
     SetupProgress,
     StepFailed,
     StepResult,
     parse_published_jwks,
 )
+from credctl.config import load_config
+from credctl.errors import UsageError
+from credctl.jwt import load_device_public_key
 from credctl.oidc import DISCOVERY_PATH, JWKS_PATH, discovery_document, merge_jwks, render_json
+from credctl.validation import check_email, check_pool_id, check_url
 
 DEFAULT_POOL_ID = "credctl-pool"
 DEFAULT_PROVIDER_ID = "credctl-provider"
@@ -473,3 +482,115 @@ def _differing_fields(provider: dict[str, Any], wanted: dict[str, Any]) -> list[
     if oidc.get("allowedAudiences") != wanted["oidc"]["allowedAudiences"]:
         fields.append("oidc.allowedAudiences")
     return fields
+
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# Environment overrides of the API base URLs, for private endpoints and tests.
+ENDPOINT_VARIABLES = {
+    "iam": "CREDCTL_GCP_IAM_ENDPOINT",
+    "storage": "CREDCTL_GCP_STORAGE_ENDPOINT",
+    "resource_manager": "CREDCTL_GCP_RESOURCE_MANAGER_ENDPOINT",
+}
+
+
+def endpoints_from_environment() -> GcpEndpoints:
+    overrides = {}
+    for name, variable in ENDPOINT_VARIABLES.items():
+        value = os.environ.get(variable)
+        if value:
+            overrides[name] = check_url(value, variable).rstrip("/")
+    return GcpEndpoints(**overrides)
+
+
+def admin_session() -> requests.Session:
+    """An AuthorizedSession over Application Default Credentials (the user's admin identity)."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.auth.transport.requests import AuthorizedSession
+
+    try:
+        credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    except DefaultCredentialsError:
+        raise CloudSetupError(
+            "no Google credentials to create the workload identity resources with: run "
+            "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS. "
+            "Nothing was created or changed"
+        ) from None
+    return AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class GcpSetupOptions:
+    """What the user chose for `credctl setup gcp` without --project-number."""
+
+    project: str
+    service_account_email: str
+    pool_id: str = DEFAULT_POOL_ID
+    provider_id: str = DEFAULT_PROVIDER_ID
+    bucket: str | None = None
+    sts_endpoint: str | None = None
+    iam_credentials_endpoint: str | None = None
+    rerun_command: str = "credctl setup gcp"
+
+
+def build_gcp_federation(
+    home: Path,
+    options: GcpSetupOptions,
+    report: Reporter,
+    session: requests.Session | None = None,
+    endpoints: GcpEndpoints | None = None,
+) -> GcpFederation:
+    """Create or update the GCP side for the device in ``home`` and record it in config.json."""
+    check_email(options.service_account_email, "--service-account")
+    check_pool_id(options.pool_id, "--pool-id")
+    check_pool_id(options.provider_id, "--provider-id")
+    if not _PROJECT.match(options.project):
+        raise UsageError(
+            f"--project: {options.project!r} is not a project ID or number "
+            "(6-30 lowercase letters, digits and hyphens, or the digits of the number)"
+        )
+    if options.bucket is not None and not _BUCKET.match(options.bucket):
+        raise UsageError(
+            f"--bucket: {options.bucket!r} is not a GCS bucket name "
+            "(3-63 lowercase letters, digits, hyphens and underscores)"
+        )
+    for value, option in (
+        (options.sts_endpoint, "--sts-endpoint"),
+        (options.iam_credentials_endpoint, "--iam-credentials-endpoint"),
+    ):
+        if value is not None:
+            check_url(value, option)
+    config = load_config(home)
+    request = GcpFederationRequest(
+        device_id=config.device_id,
+        public_key_der=load_device_public_key(config),
+        project=options.project,
+        service_account_email=options.service_account_email,
+        pool_id=options.pool_id,
+        provider_id=options.provider_id,
+        bucket=options.bucket,
+    )
+    progress = SetupProgress(report, rerun_command=options.rerun_command)
+    setup = GcpFederationSetup(
+        session or admin_session(), progress, endpoints or endpoints_from_environment()
+    )
+    federation = setup.run(request)
+    config.update_section(
+        "gcp",
+        {
+            "project_number": federation.project_number,
+            "workload_pool_id": federation.pool_id,
+            "provider_id": federation.provider_id,
+            "service_account_email": federation.service_account_email,
+            "issuer_url": federation.issuer_url,
+            "sts_endpoint": options.sts_endpoint,
+            "iam_credentials_endpoint": options.iam_credentials_endpoint,
+        },
+    )
+    config.save()
+    return federation
+
+
+_PROJECT = re.compile(r"^([a-z][a-z0-9-]{4,28}[a-z0-9]|\d{1,20})$")
+# Dotted names need domain verification; the issuer URL is simpler without them.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
