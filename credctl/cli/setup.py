@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from credctl.aws_profile import DEFAULT_PROFILE, install_profile
+from credctl.errors import UsageError
 from credctl.home import credctl_home
 from credctl.providers import aws, gcp
 
@@ -45,12 +46,46 @@ def setup() -> None:
 
 
 @setup.command("aws")
-@click.option("--role-arn", required=True, help="The IAM role that trusts the device's issuer.")
-@click.option("--issuer-url", required=True, help="The OIDC issuer URL (https).")
+@click.option(
+    "--role-arn",
+    help="An existing IAM role that trusts the device's issuer; without it credctl creates one.",
+)
+@click.option("--issuer-url", help="The OIDC issuer URL (https); goes with --role-arn.")
 @click.option("--region", help="AWS region for STS (default: us-east-1, or the one recorded).")
 @click.option("--sts-endpoint", help="STS endpoint URL (default: the regional endpoint).")
-def setup_aws(role_arn: str, issuer_url: str, region: str | None, sts_endpoint: str | None) -> None:
-    """Record an existing AWS federation in config.json."""
+@click.option(
+    "--role-name",
+    help="Creating: the IAM role to create or update (default credctl-device-role).",
+)
+@click.option("--policy-arn", help="Creating: a managed policy to attach to the role.")
+@click.option(
+    "--bucket", help="Creating: S3 bucket for the OIDC documents (default credctl-oidc-ACCOUNT)."
+)
+def setup_aws(
+    role_arn: str | None,
+    issuer_url: str | None,
+    region: str | None,
+    sts_endpoint: str | None,
+    role_name: str | None,
+    policy_arn: str | None,
+    bucket: str | None,
+) -> None:
+    """Create the AWS federation (without --role-arn), or record an existing one."""
+    if role_arn is None:
+        if issuer_url is not None:
+            raise UsageError(
+                "--issuer-url goes with --role-arn; without --role-arn credctl hosts the "
+                "issuer in S3 itself"
+            )
+        _create_aws(region, sts_endpoint, role_name, policy_arn, bucket)
+        return
+    if issuer_url is None:
+        raise UsageError("--issuer-url is required with --role-arn")
+    if role_name or policy_arn or bucket:
+        raise UsageError(
+            "--role-name, --policy-arn and --bucket create the federation; "
+            "leave out --role-arn to use them"
+        )
     settings = aws.record_federation(credctl_home(), role_arn, issuer_url, region, sts_endpoint)
     click.echo("AWS federation recorded:")
     click.echo(f"  role_arn:   {settings.role_arn}")
@@ -61,6 +96,43 @@ def setup_aws(role_arn: str, issuer_url: str, region: str | None, sts_endpoint: 
     click.echo(
         "Next: `credctl setup aws-profile`, then `aws sts get-caller-identity --profile credctl`."
     )
+
+
+def _create_aws(
+    region: str | None,
+    sts_endpoint: str | None,
+    role_name: str | None,
+    policy_arn: str | None,
+    bucket: str | None,
+) -> None:
+    from credctl.cloud.aws_federation import (
+        DEFAULT_ROLE_NAME,
+        AwsSetupOptions,
+        build_aws_federation,
+    )
+
+    home = credctl_home()
+    options = AwsSetupOptions(
+        region=region,
+        role_name=role_name or DEFAULT_ROLE_NAME,
+        bucket=bucket,
+        policy_arn=policy_arn,
+        sts_endpoint=sts_endpoint,
+        rerun_command=shlex.join(["credctl", *sys.argv[1:]]),
+    )
+    federation = build_aws_federation(home, options, lambda step: click.echo(step.describe()))
+    click.echo("AWS federation ready and recorded:")
+    click.echo(f"  role_arn:   {federation.role_arn}")
+    click.echo(f"  issuer_url: {federation.issuer_url}")
+    click.echo(f"  region:     {federation.region}")
+    if not policy_arn:
+        click.echo("  No policy attached: add one with --policy-arn to grant the role access.")
+    profile = install_profile(home, credctl_command(), DEFAULT_PROFILE, force=False)
+    if profile.action == "kept":
+        click.echo(f"{profile.header} already exists in {profile.path}; left unchanged.")
+    else:
+        click.echo(f"Wrote {profile.header} in {profile.path}")
+    click.echo(f"Try it: aws sts get-caller-identity --profile {DEFAULT_PROFILE}")
 
 
 @setup.command("aws-profile")
