@@ -113,49 +113,47 @@ def exchange_for_access_token(
 ) -> GcpAccessToken:
     """STS token exchange, then generateAccessToken for the service account."""
     import google.auth.transport.requests
-    from google.auth import exceptions, identity_pool, impersonated_credentials
+    from google.auth import exceptions, identity_pool
 
     class DeviceToken(identity_pool.SubjectTokenSupplier):
         def get_subject_token(self, context: Any, request: Any) -> str:
             return token
 
     class Request(google.auth.transport.requests.Request):
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Adds a timeout, and remembers the endpoint it called last (for errors)."""
+
+        last_url = ""
+
+        def __call__(self, url: str, *args: Any, **kwargs: Any) -> Any:
+            self.last_url = url
             kwargs.setdefault("timeout", HTTP_TIMEOUT_SECONDS)
-            return super().__call__(*args, **kwargs)  # type: ignore[no-untyped-call]
+            return super().__call__(url, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     request = Request()
-    federated = identity_pool.Credentials(  # type: ignore[no-untyped-call]
+    url = impersonation_url(settings)
+    credentials = identity_pool.Credentials(  # type: ignore[no-untyped-call]
         audience=settings.audience,
         subject_token_type=JWT_TOKEN_TYPE,
         token_url=settings.sts_endpoint,
         subject_token_supplier=DeviceToken(),
+        service_account_impersonation_url=url,
         scopes=[CLOUD_PLATFORM_SCOPE],
     )
     explain(f"GCP STS token exchange at {settings.sts_endpoint} (audience {settings.audience})")
+    explain(f"GCP IAM Credentials generateAccessToken at {url}")
     try:
-        federated.refresh(request)  # type: ignore[no-untyped-call]
+        credentials.refresh(request)  # type: ignore[no-untyped-call]
     except exceptions.TransportError as exc:
+        if request.last_url == url:
+            raise _unreachable(
+                "GCP IAM Credentials", url, "gcp.iam_credentials_endpoint", exc, token
+            ) from None
         raise _unreachable(
             "GCP STS", settings.sts_endpoint, "gcp.sts_endpoint", exc, token
         ) from None
-    except exceptions.RefreshError as exc:
-        raise _sts_error(settings, exc, token) from None
-    url = impersonation_url(settings)
-    explain(f"GCP IAM Credentials generateAccessToken at {url}")
-    impersonated = impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
-        source_credentials=federated,
-        target_principal=settings.service_account_email,
-        target_scopes=[CLOUD_PLATFORM_SCOPE],
-        iam_endpoint_override=url,
-    )
-    try:
-        impersonated.refresh(request)  # type: ignore[no-untyped-call]
-    except exceptions.TransportError as exc:
-        raise _unreachable(
-            "GCP IAM Credentials", url, "gcp.iam_credentials_endpoint", exc, token
-        ) from None
-    except exceptions.RefreshError as exc:
+    except exceptions.GoogleAuthError as exc:  # RefreshError, OAuthError, ...
+        if request.last_url != url:
+            raise _sts_error(settings, exc, token) from None
         raise ExchangeError(
             f"GCP IAM Credentials refused to issue a token for "
             f"{settings.service_account_email} ({_describe(exc, token)}); check that the "
@@ -163,13 +161,17 @@ def exchange_for_access_token(
             "(roles/iam.workloadIdentityUser on the service account)"
         ) from None
     # google-auth keeps expiry as a naive UTC datetime.
-    expiry: datetime = impersonated.expiry or datetime.now(timezone.utc).replace(tzinfo=None)
+    expiry: datetime = credentials.expiry or datetime.now(timezone.utc).replace(tzinfo=None)
     expires_at = expiry.replace(tzinfo=timezone.utc) if expiry.tzinfo is None else expiry
-    return GcpAccessToken(token=str(impersonated.token), expires_at=expires_at)
+    return GcpAccessToken(token=str(credentials.token), expires_at=expires_at)
 
 
 def _describe(exc: Exception, token: str) -> str:
-    text = " ".join(str(arg) for arg in exc.args) or type(exc).__name__
+    from google.auth.exceptions import OAuthError
+
+    # OAuthError's first argument already summarises the response body it carries.
+    parts = exc.args[:1] if isinstance(exc, OAuthError) else exc.args
+    text = " ".join(str(arg) for arg in parts) or type(exc).__name__
     return text.replace(token, "<token>")[:300]
 
 
