@@ -48,7 +48,6 @@ def systemd_unit(home: Path, idle_timeout: float) -> str:
     return (
         "[Unit]\n"
         "Description=credctl credential cache daemon\n"
-        "Documentation=man:credctl(1)\n"
         "\n"
         "[Service]\n"
         "Type=simple\n"
