@@ -118,9 +118,7 @@ def test_the_daemon_process_loads_no_click_and_no_cloud_library() -> None:
 
 
 @pytest.mark.parametrize("how", ["group-readable", "symlink"])
-def test_refuses_a_home_that_is_not_private(
-    home: Path, tmp_path: Path, run_cli, how: str
-) -> None:
+def test_refuses_a_home_that_is_not_private(home: Path, tmp_path: Path, run_cli, how: str) -> None:
     if how == "group-readable":
         home.mkdir(mode=0o700)
         os.chmod(home, 0o750)
@@ -291,7 +289,7 @@ def test_a_peer_with_another_uid_is_refused_even_with_the_socket_0666(
             os.write(write_end, result)
             os._exit(0)
         os.close(write_end)
-        _, status = os.waitpid(child, 0)
+        os.waitpid(child, 0)
         answer = os.read(read_end, 1024)
         os.close(read_end)
         assert answer in (b"403", b"closed"), answer
@@ -304,9 +302,13 @@ def test_a_peer_with_another_uid_is_refused_even_with_the_socket_0666(
 
 
 def test_install_says_so_when_there_is_no_service_manager(private_home: Path, run_cli) -> None:
-    probe = subprocess.run(
-        ["systemctl", "--user", "show-environment"], capture_output=True, check=False
-    ) if shutil.which("systemctl") else None
+    probe = (
+        subprocess.run(
+            ["systemctl", "--user", "show-environment"], capture_output=True, check=False
+        )
+        if shutil.which("systemctl")
+        else None
+    )
     if probe is not None and probe.returncode == 0:
         pytest.skip("a systemd user session exists here")
     result = run_cli("daemon", "install")
