@@ -5,9 +5,8 @@ providers), records every request, checks each carries a bearer token, and
 answers like the real APIs for the calls used: Resource Manager project get,
 Cloud Storage bucket get/insert, bucket IAM get/set, object media get and
 multipart upload, public object GET, IAM workload identity pool and provider
-get/create/patch (returning finished operations), service-account
-getIamPolicy/setIamPolicy, and an OAuth token endpoint for authorized-user
-credentials. ``fail`` makes one call answer an error, once.
+get/create/patch (returning finished operations), and service-account
+getIamPolicy/setIamPolicy. ``fail`` makes one call answer an error, once.
 """
 
 from __future__ import annotations
@@ -102,7 +101,7 @@ class FakeGcpAdmin:
         return [
             r
             for r in self.requests
-            if r.method not in reads and not r.path.endswith(":getIamPolicy") and r.path != "/token"
+            if r.method not in reads and not r.path.endswith(":getIamPolicy")
         ]
 
     # -- request handling -------------------------------------------------
@@ -151,12 +150,6 @@ class FakeGcpAdmin:
             if req.method == method and fragment in req.path:
                 del self._failures[(method, fragment)]
                 return _error(status, message)
-        if req.path == "/token":
-            return (
-                200,
-                {"access_token": ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer"},
-                {},
-            )
         public = self._public_object(req)
         if public is not None:
             return public

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fake_gcp_admin import ACCESS_TOKEN, FakeGcpAdmin
 from google.auth.transport.requests import AuthorizedSession
+from servers import FakeGcpServer, gcp_server  # noqa: F401 (a fixture used by name)
 
 from credctl.cloud import CloudSetupError, SetupProgress, StepResult
 from credctl.cloud.gcp_federation import (
@@ -205,3 +206,143 @@ def test_refuses_to_overwrite_a_broken_jwks(fake: FakeGcpAdmin, tmp_path: Path) 
     with pytest.raises(CloudSetupError, match="is not a JWKS; credctl will not overwrite it"):
         run_setup(fake, public_key)
     assert fake.state.objects[(bucket, "keys.json")][0] == b"not json"
+
+
+# -- the CLI, end to end --------------------------------------------------------
+
+
+@pytest.fixture
+def gcp_admin_env(
+    fake: FakeGcpAdmin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> FakeGcpAdmin:
+    """Application Default Credentials that need no network, every admin API at the fake."""
+    adc = tmp_path / "adc.json"
+    adc.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "test-client",
+                "client_secret": "test-secret",
+                "refresh_token": "test-refresh",
+                # google-auth always refreshes at Google's token URL; a token
+                # that is still valid means it never has to.
+                "token": ACCESS_TOKEN,
+                "expiry": "2999-01-01T00:00:00Z",
+            }
+        )
+    )
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    monkeypatch.setenv("CREDCTL_GCP_IAM_ENDPOINT", fake.url)
+    monkeypatch.setenv("CREDCTL_GCP_STORAGE_ENDPOINT", fake.url)
+    monkeypatch.setenv("CREDCTL_GCP_RESOURCE_MANAGER_ENDPOINT", fake.url)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+    return fake
+
+
+def test_setup_gcp_from_nothing_to_credentials(
+    initialised_home: Path,
+    run_cli,
+    gcp_admin_env: FakeGcpAdmin,
+    gcp_server: FakeGcpServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    fake = gcp_admin_env
+    result = run_cli(
+        "setup",
+        "gcp",
+        "--project",
+        PROJECT,
+        "--service-account",
+        SA,
+        "--sts-endpoint",
+        gcp_server.sts_endpoint,
+        "--iam-credentials-endpoint",
+        gcp_server.iam_credentials_endpoint,
+    )
+
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert out.count("Created: ") == 7
+    config = json.loads((initialised_home / "config.json").read_text())
+    issuer = f"{fake.url}/credctl-oidc-{NUMBER}"
+    credential_file = initialised_home / "gcp-credentials.json"
+    assert config["gcp"] == {
+        "project_number": NUMBER,
+        "workload_pool_id": "credctl-pool",
+        "provider_id": "credctl-provider",
+        "service_account_email": SA,
+        "issuer_url": issuer,
+        "sts_endpoint": gcp_server.sts_endpoint,
+        "iam_credentials_endpoint": gcp_server.iam_credentials_endpoint,
+        "credential_file_path": str(credential_file),
+    }
+    assert json.loads(credential_file.read_text())["audience"] == AUDIENCE
+
+    # Google's side as setup left it: the STS fake trusts exactly what the
+    # provider was told (issuer, audience, subject) and the JWKS setup published.
+    provider = fake.state.providers[PROVIDER]
+    published = tmp_path / "published-keys.json"
+    published.write_bytes(requests.get(f"{issuer}/keys.json", timeout=10).content)
+    gcp_server.expect.jwks_path = published
+    gcp_server.expect.issuer = provider["oidc"]["issuerUri"]
+    gcp_server.expect.audience = provider["oidc"]["allowedAudiences"][0]
+    gcp_server.expect.subject = config["device_id"]
+    gcp_server.expect.service_account_email = SA
+    assert provider["attributeCondition"] == attribute_condition(config["device_id"])
+
+    auth = run_cli("auth", "--provider", "gcp", "--format", "env", "--no-daemon")
+
+    assert auth.returncode == 0, auth.stderr.decode()
+    assert f"export CLOUDSDK_AUTH_ACCESS_TOKEN={gcp_server.access_token}" in auth.stdout.decode()
+    assert gcp_server.failures == []
+
+
+def test_setup_gcp_cli_rerun_is_idempotent(
+    initialised_home: Path, run_cli, gcp_admin_env: FakeGcpAdmin
+) -> None:
+    args = ("setup", "gcp", "--project", PROJECT, "--service-account", SA)
+    assert run_cli(*args).returncode == 0
+    config_before = (initialised_home / "config.json").read_text()
+    mutations_before = len(gcp_admin_env.mutations())
+
+    again = run_cli(*args)
+
+    assert again.returncode == 0, again.stderr.decode()
+    assert again.stdout.decode().count("Unchanged: ") == 7
+    assert "Created: " not in again.stdout.decode()
+    assert len(gcp_admin_env.mutations()) == mutations_before
+    assert (initialised_home / "config.json").read_text() == config_before
+
+
+def test_setup_gcp_cli_failure_is_one_line_and_resumable(
+    initialised_home: Path, run_cli, gcp_admin_env: FakeGcpAdmin
+) -> None:
+    gcp_admin_env.fail(
+        "POST", ":setIamPolicy", 403, "Permission 'iam.serviceAccounts.setIamPolicy' denied"
+    )
+    args = ("setup", "gcp", "--project", PROJECT, "--service-account", SA)
+
+    failed = run_cli(*args)
+
+    assert failed.returncode == 1
+    [line] = failed.stderr.decode().splitlines()
+    assert line.startswith("credctl: Granting the service account failed: HTTP 403: Permission")
+    assert "OIDC provider credctl-provider" in line
+    assert f"re-run `credctl setup gcp --project {PROJECT} --service-account {SA}`" in line
+    assert "gcp" not in json.loads((initialised_home / "config.json").read_text())
+
+    resumed = run_cli(*args)
+
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert resumed.stdout.decode().count("Created: ") == 1
+
+
+def test_setup_gcp_usage_errors(initialised_home: Path, run_cli) -> None:
+    neither = run_cli("setup", "gcp", "--service-account", SA)
+    assert neither.returncode == 2
+    assert "give --project to create the federation" in neither.stderr.decode()
+    mixed = run_cli(
+        "setup", "gcp", "--project", PROJECT, "--service-account", SA, "--issuer-url", "https://x"
+    )
+    assert mixed.returncode == 2
+    assert "--issuer-url goes with --project-number" in mixed.stderr.decode()
