@@ -156,26 +156,65 @@ def setup_aws_profile(profile: str, force: bool) -> None:
 
 
 @setup.command("gcp")
-@click.option("--project-number", required=True, help="The project's number (digits).")
-@click.option("--pool-id", required=True, help="Workload identity pool ID.")
-@click.option("--provider-id", required=True, help="Workload identity pool provider ID.")
+@click.option(
+    "--project-number",
+    help="Recording: the project's number (digits) of an existing federation.",
+)
+@click.option(
+    "--project",
+    help="Creating: the project ID to create the pool, provider and bucket in.",
+)
+@click.option("--pool-id", help="Workload identity pool ID (creating: default credctl-pool).")
+@click.option(
+    "--provider-id", help="Workload identity pool provider ID (creating: default credctl-provider)."
+)
 @click.option("--service-account", required=True, help="Service account e-mail to impersonate.")
-@click.option("--issuer-url", required=True, help="The OIDC issuer URL (https).")
+@click.option("--issuer-url", help="Recording: the OIDC issuer URL (https).")
+@click.option(
+    "--bucket", help="Creating: GCS bucket for the OIDC documents (default credctl-oidc-NUMBER)."
+)
 @click.option("--sts-endpoint", help="STS token URL (default https://sts.googleapis.com/v1/token).")
 @click.option(
     "--iam-credentials-endpoint",
     help="IAM Credentials base URL (default https://iamcredentials.googleapis.com).",
 )
 def setup_gcp(
-    project_number: str,
-    pool_id: str,
-    provider_id: str,
+    project_number: str | None,
+    project: str | None,
+    pool_id: str | None,
+    provider_id: str | None,
     service_account: str,
-    issuer_url: str,
+    issuer_url: str | None,
+    bucket: str | None,
     sts_endpoint: str | None,
     iam_credentials_endpoint: str | None,
 ) -> None:
-    """Record an existing GCP workload identity federation in config.json."""
+    """Create the GCP federation (--project), or record an existing one (--project-number)."""
+    if project_number is None:
+        if project is None:
+            raise UsageError(
+                "give --project to create the federation, or --project-number (with "
+                "--pool-id, --provider-id and --issuer-url) to record an existing one"
+            )
+        if issuer_url is not None:
+            raise UsageError(
+                "--issuer-url goes with --project-number; with --project credctl hosts "
+                "the issuer in GCS itself"
+            )
+        _create_gcp(
+            project,
+            service_account,
+            pool_id,
+            provider_id,
+            bucket,
+            sts_endpoint,
+            iam_credentials_endpoint,
+        )
+        return
+    if project is not None or bucket is not None:
+        raise UsageError("--project and --bucket create the federation; leave out --project-number")
+    if pool_id is None or provider_id is None or issuer_url is None:
+        raise UsageError("--project-number needs --pool-id, --provider-id and --issuer-url")
     settings = gcp.record_federation(
         credctl_home(),
         project_number,
@@ -191,6 +230,45 @@ def setup_gcp(
     click.echo(f"  service account: {settings.service_account_email}")
     click.echo(f"  issuer_url:      {settings.issuer_url}")
     click.echo("Next: `credctl setup gcp-cred-file`.")
+
+
+def _create_gcp(
+    project: str,
+    service_account: str,
+    pool_id: str | None,
+    provider_id: str | None,
+    bucket: str | None,
+    sts_endpoint: str | None,
+    iam_credentials_endpoint: str | None,
+) -> None:
+    from credctl.cloud.gcp_federation import (
+        DEFAULT_POOL_ID,
+        DEFAULT_PROVIDER_ID,
+        GcpSetupOptions,
+        build_gcp_federation,
+    )
+
+    home = credctl_home()
+    options = GcpSetupOptions(
+        project=project,
+        service_account_email=service_account,
+        pool_id=pool_id or DEFAULT_POOL_ID,
+        provider_id=provider_id or DEFAULT_PROVIDER_ID,
+        bucket=bucket,
+        sts_endpoint=sts_endpoint,
+        iam_credentials_endpoint=iam_credentials_endpoint,
+        rerun_command=shlex.join(["credctl", *sys.argv[1:]]),
+    )
+    federation = build_gcp_federation(home, options, lambda step: click.echo(step.describe()))
+    click.echo("GCP federation ready and recorded:")
+    click.echo(f"  audience:        {federation.audience}")
+    click.echo(f"  service account: {federation.service_account_email}")
+    click.echo(f"  issuer_url:      {federation.issuer_url}")
+    path = gcp.write_credential_file(home, credctl_command())
+    click.echo(f"Wrote {path}")
+    click.echo("Use it:")
+    click.echo(f"  export GOOGLE_APPLICATION_CREDENTIALS={shlex.quote(str(path))}")
+    click.echo("  export GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1")
 
 
 @setup.command("gcp-cred-file")
