@@ -137,6 +137,7 @@ def install_profile(home: Path, command: str, profile: str, force: bool) -> Prof
     from credctl.config import load_config
     from credctl.errors import NotConfiguredError
 
+    check_profile_name(profile)
     settings = load_config(home).aws
     if settings is None:
         raise NotConfiguredError("aws")
