@@ -9,14 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from credctl.config import Config, load_config
 from credctl.credential import PROVIDER_FORMATS, IssuedCredential
 from credctl.errors import NotConfiguredError, UsageError
 from credctl.home import credctl_home
-from credctl.jwt import AWS_AUDIENCE, AWS_TOKEN_LIFETIME_SECONDS, issue_device_jwt
 from credctl.keys import key_id
-from credctl.signers import Signer, open_signer
+
+if TYPE_CHECKING:
+    from credctl.signers import Signer
+
+# credctl.jwt (cryptography), the signers and the providers (boto3, google-auth)
+# are imported where they are used: the daemon imports this module at start
+# and should stay small until its first cache miss.
 
 
 def _silent(message: str) -> None:
@@ -62,6 +68,8 @@ def issue_credential(
 
 
 def _open_signer(config: Config, home: Path, say: Callable[[str], None]) -> Signer:
+    from credctl.signers import open_signer
+
     signer = open_signer(config.backend, home, config.key_tag)
     say(
         f"device {config.device_id}, key id {key_id(signer.public_key_der())}, "
@@ -73,6 +81,7 @@ def _open_signer(config: Config, home: Path, say: Callable[[str], None]) -> Sign
 def _issue_aws(
     config: Config, home: Path, fmt: str, say: Callable[[str], None]
 ) -> IssuedCredential:
+    from credctl.jwt import AWS_AUDIENCE, AWS_TOKEN_LIFETIME_SECONDS, issue_device_jwt
     from credctl.providers import aws
 
     settings = config.aws
@@ -102,6 +111,7 @@ def _issue_aws(
 def _issue_gcp(
     config: Config, home: Path, fmt: str, say: Callable[[str], None]
 ) -> IssuedCredential:
+    from credctl.jwt import issue_device_jwt
     from credctl.providers import gcp
 
     settings = config.gcp
