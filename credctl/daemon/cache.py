@@ -13,6 +13,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timezone
 
 from credctl.credential import IssuedCredential
 from credctl.errors import CredctlError
@@ -135,7 +136,8 @@ class CredentialCache:
                 self._log(f"fetch {label} failed unexpectedly: {type(exc).__name__}: {exc}")
                 error = exc
             else:
-                self._log(f"fetched {label}, expires {credential.expires_at.isoformat()}")
+                expires = credential.expires_at.astimezone(timezone.utc)
+                self._log(f"fetched {label}, expires {expires:%Y-%m-%dT%H:%M:%SZ}")
             # The loop is gone when the daemon stopped while this fetch ran.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(settle, credential, error)
