@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,18 @@ class LoadResult:
     max_ms: float
     loadgen_cpu_s: float
     server_cpu_s: float | None = None
+    # CPU time of the whole machine over the run, and the run's wall time: what is
+    # left after the server and the generator is other processes (a noisy neighbour).
+    machine_busy_s: float | None = None
+    wall_s: float | None = None
+
+    @property
+    def others_cpu_share(self) -> float | None:
+        """CPU used by neither the server nor the generator, in cores."""
+        if self.machine_busy_s is None or not self.wall_s or self.server_cpu_s is None:
+            return None
+        others = self.machine_busy_s - self.server_cpu_s - self.loadgen_cpu_s
+        return max(0.0, others / self.wall_s)
 
     @property
     def server_cpu_share(self) -> float | None:
@@ -71,6 +84,13 @@ def process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def machine_busy_seconds() -> float:
+    """Non-idle CPU time of all CPUs since boot, from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def run(
@@ -100,9 +120,13 @@ def run(
     if new_connection:
         argv.append("--new-connection")
     cpu_before = process_cpu_seconds(server_pid) if server_pid else None
+    busy_before = machine_busy_seconds()
+    started = time.perf_counter()
     result = subprocess.run(
         argv, capture_output=True, text=True, timeout=duration + 60, check=False
     )
+    wall = time.perf_counter() - started
+    busy = machine_busy_seconds() - busy_before
     cpu_after = process_cpu_seconds(server_pid) if server_pid else None
     if result.returncode != 0:
         raise RuntimeError(f"loadgen failed ({result.returncode}): {result.stderr.strip()}")
@@ -110,4 +134,4 @@ def run(
     server_cpu = (
         cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
     )
-    return LoadResult(**fields, server_cpu_s=server_cpu)
+    return LoadResult(**fields, server_cpu_s=server_cpu, machine_busy_s=busy, wall_s=wall)

@@ -1,8 +1,9 @@
 """Whole-process timings: fork/exec, run to exit, stdout to /dev/null, every run.
 
-With hyperfine on PATH it does the timing (``-N``: no shell in between);
-otherwise, or with ``timer="loop"``, this module spawns the commands itself,
-interleaved round-robin so that a noisy neighbour slows all of them alike.
+The main timer spawns the commands itself, interleaved round-robin, so that a
+noisy neighbour slows all of them alike and ratios stay fair on a shared
+machine. hyperfine (``-N``: no shell in between), when on PATH, gives a
+cross-check; it runs each command's rounds back to back.
 """
 
 from __future__ import annotations
@@ -61,28 +62,31 @@ def check_output(argv: tuple[str, ...], env: Mapping[str, str]) -> bytes:
     return result.stdout
 
 
+def hyperfine_available() -> bool:
+    return shutil.which("hyperfine") is not None
+
+
 def time_commands(
     commands: Mapping[str, tuple[str, ...]],
     env: Mapping[str, str],
     *,
     runs: int,
     warmup: int = 10,
-    timer: str = "auto",
+    timer: str = "loop",
 ) -> dict[str, Timing]:
-    """Median/p90 wall time of each command; ``timer`` is auto, hyperfine or loop."""
-    use_hyperfine = timer == "hyperfine" or (timer == "auto" and shutil.which("hyperfine"))
-    if use_hyperfine:
+    """Median/p90 wall time of each command; ``timer`` is loop or hyperfine."""
+    if timer == "hyperfine":
         return _hyperfine(commands, env, runs=runs, warmup=warmup)
     return _interleaved_loop(commands, env, runs=runs, warmup=warmup)
 
 
 def timer_name(timer: str) -> str:
-    if timer == "hyperfine" or (timer == "auto" and shutil.which("hyperfine")):
+    if timer == "hyperfine":
         version = subprocess.run(
             ["hyperfine", "--version"], capture_output=True, text=True, check=False
         ).stdout.strip()
-        return f"{version} -N (no shell), output to /dev/null"
-    return "in-script posix_spawn loop, interleaved round-robin, output to /dev/null"
+        return f"{version} -N (no shell; each command's runs back to back)"
+    return "posix_spawn + waitpid, commands interleaved round-robin"
 
 
 def _hyperfine(
