@@ -16,14 +16,7 @@ from collections.abc import Iterator
 import harness
 import loadgen
 import pytest
-
-# section -> {key: line}, printed in pytest_terminal_summary; a key reported again
-# replaces its line, so a summary can be recomputed after every test.
-REPORT: dict[str, dict[str, str]] = {}
-
-
-def report(section: str, key: str, line: str) -> None:
-    REPORT.setdefault(section, {})[key] = line
+from summary import REPORT
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import harness
 import loadgen
 import pytest
-from conftest import report
+from summary import report
 
 SECONDS = 3.0
 MAX_REQUESTS = 1_000_000

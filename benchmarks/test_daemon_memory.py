@@ -9,7 +9,7 @@ import time
 
 import harness
 import loadgen
-from conftest import report
+from summary import report
 
 MIB = 1024
 

@@ -12,7 +12,7 @@ import shutil
 import harness
 import pytest
 import run_all
-from conftest import report
+from summary import report
 
 ROUNDS = 60
 GROUP = "whole-process cache hit"

@@ -13,7 +13,7 @@ from typing import Any
 
 import harness
 import pytest
-from conftest import report
+from summary import report
 
 MEDIANS_MS: dict[str, float] = {}
 
