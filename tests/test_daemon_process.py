@@ -221,7 +221,7 @@ def test_requests_reset_the_idle_timeout(private_home: Path, run_cli) -> None:
     assert wait_for(lambda: running_pid(private_home) is None)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_foreground_daemon_shuts_down_cleanly_on_signals(private_home: Path, signum) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "credctl", "daemon", "start", "--idle-timeout", "0"],

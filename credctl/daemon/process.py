@@ -57,9 +57,9 @@ def run_daemon(
     try:
         loop.run_until_complete(server.start(socket_path(home)))
         os.chdir("/")
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP: the terminal of a foreground daemon went away.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, server.begin_shutdown, signal.Signals(signum).name)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         idle = format_uptime(idle_timeout) if idle_timeout else "off"
         server.log(f"listening on {socket_path(home)} (PID {os.getpid()}, idle timeout {idle})")
         if ready_fd is not None:

@@ -7,6 +7,7 @@ DaemonDeps bundle, so tests drive the transport and the cache with fakes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -42,8 +43,10 @@ CONTENT_TYPES = {
 def log_to_stderr(message: str) -> None:
     """One line on stderr (the terminal, or daemon.log in the background)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    sys.stderr.write(f"{stamp} credctl daemon[{os.getpid()}]: {message}\n")
-    sys.stderr.flush()
+    # A foreground daemon's terminal may be gone; losing a log line must not stop it.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"{stamp} credctl daemon[{os.getpid()}]: {message}\n")
+        sys.stderr.flush()
 
 
 @dataclass(frozen=True)
