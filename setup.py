@@ -1,7 +1,7 @@
 import os
 import sys
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_ext import build_ext
 
 # Everything else is in pyproject.toml. This file names the cffi builder and
@@ -29,7 +29,17 @@ class BuildExtWithLauncher(build_ext):
         self.compiler.link_executable(objects, "credctl-fast", output_dir=LAUNCHER_DIR)
 
 
+class DistributionWithEditableData(Distribution):
+    """Editable installs get the launcher too: setuptools' editable_wheel installs
+    data files only when the distribution answers `has_data` (its other commands
+    ask `has_data_files`)."""
+
+    def has_data(self) -> bool:
+        return bool(self.has_data_files())
+
+
 setup(
+    distclass=DistributionWithEditableData,
     cffi_modules=["native/build_native.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithLauncher},
     data_files=[("bin", [LAUNCHER])],

@@ -11,18 +11,20 @@ import sys
 _BODY_CAP = 65536
 
 
-def _fast_auth(argv: list[str]) -> bytes | None:
-    """The daemon's answer to `credctl auth ...`, or None to run the full CLI."""
+def _fast_auth(argv: list[str]) -> tuple[bytes | None, bool]:
+    """The daemon's answer to `credctl auth ...` (None: run the full CLI), and
+    whether the daemon was asked without a usable answer."""
     try:
         from credctl._native import ffi, lib
     except ImportError:
-        return None
+        return None, False
     args = [ffi.new("char[]", os.fsencode(arg)) for arg in argv]
     body = ffi.new("char[]", _BODY_CAP)
     body_len = ffi.new("size_t *")
-    if lib.credctl_fast_auth(len(args), ffi.new("char *[]", args), body, _BODY_CAP, body_len):
-        return None
-    return bytes(ffi.buffer(body, body_len[0]))
+    result = lib.credctl_fast_auth(len(args), ffi.new("char *[]", args), body, _BODY_CAP, body_len)
+    if result != lib.CREDCTL_FAST_OK:
+        return None, bool(lib.credctl_fast_daemon_tried(result))
+    return bytes(ffi.buffer(body, body_len[0])), True
 
 
 def _write_stdout(data: bytes) -> None:
@@ -33,10 +35,11 @@ def _write_stdout(data: bytes) -> None:
 
 def main() -> int:
     argv = sys.argv[1:]
-    # The credctl-fast launcher sets this when it has already asked the daemon.
+    # Set by the credctl-fast launcher when it has just asked the daemon in vain;
+    # removed so that it does not reach the processes credctl starts.
     daemon_tried = os.environ.pop("CREDCTL_DAEMON_TRIED", None) == "1"
     if argv[:1] == ["auth"] and not daemon_tried:
-        body = _fast_auth(argv)
+        body, daemon_tried = _fast_auth(argv)
         if body is not None:
             try:
                 _write_stdout(body)
@@ -47,7 +50,7 @@ def main() -> int:
 
     from credctl.cli import main as cli_main
 
-    return cli_main(argv)
+    return cli_main(argv, daemon_tried=daemon_tried)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,11 @@ int credctl_socket_path(char *path, size_t path_cap);
  * any other value means "run the full CLI instead".
  */
 int credctl_fast_auth(int argc, char **argv, char *body, size_t body_cap, size_t *body_len);
+
+/* 1 when a credctl_fast_auth result means the daemon was asked and gave no
+ * usable answer (not running, failing, timed out), so the full CLI should go
+ * straight to the direct path instead of asking it again; 0 otherwise. */
+int credctl_fast_daemon_tried(int result);
 /* CFFI-PORTABLE-END */
 
 /* CFFI-DARWIN-BEGIN */

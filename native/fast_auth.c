@@ -160,3 +160,20 @@ int credctl_fast_auth(int argc, char **argv, char *body, size_t body_cap, size_t
     }
     return status == 200 ? CREDCTL_FAST_OK : CREDCTL_FAST_STATUS;
 }
+
+int credctl_fast_daemon_tried(int result) {
+    switch (result) {
+    case CREDCTL_FAST_STATUS:
+    case CREDCTL_HTTP_ERR_CONNECT:
+    case CREDCTL_HTTP_ERR_WRITE:
+    case CREDCTL_HTTP_ERR_TIMEOUT:
+    case CREDCTL_HTTP_ERR_READ:
+    case CREDCTL_HTTP_ERR_PROTOCOL:
+    case CREDCTL_HTTP_ERR_HEADERS_TOO_LARGE:
+        return 1;
+    default:
+        /* Not asked (argv, environment, socket path), or an answer too large
+         * for the fast path that the CLI can still fetch. */
+        return 0;
+    }
+}

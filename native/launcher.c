@@ -4,8 +4,8 @@
  *
  * On a hit it prints the daemon's body and exits 0. Everything else is handed,
  * unchanged (arguments, environment, stdin), to the `credctl` command next to
- * this executable's real path, with CREDCTL_DAEMON_TRIED=1 so the Python entry
- * does not ask a daemon that has just failed to answer.
+ * this executable's real path; when the daemon was asked and failed, with
+ * CREDCTL_DAEMON_TRIED=1 so the Python side does not ask it a second time.
  */
 #define _GNU_SOURCE
 #include "credctl_native.h"
@@ -69,7 +69,7 @@ static int own_path(char *out, size_t cap) {
     return 0;
 }
 
-static int run_credctl(int argc, char **argv) {
+static int run_credctl(int argc, char **argv, int daemon_tried) {
     char self[PATH_MAX];
     if (own_path(self, sizeof self) != 0) {
         fprintf(stderr, "credctl: cannot find the credctl command: this executable's path is unknown\n");
@@ -83,7 +83,7 @@ static int run_credctl(int argc, char **argv) {
         fprintf(stderr, "credctl: cannot find the credctl command next to %s\n", self);
         return 1;
     }
-    if (setenv("CREDCTL_DAEMON_TRIED", "1", 1) != 0) {
+    if (daemon_tried && setenv("CREDCTL_DAEMON_TRIED", "1", 1) != 0) {
         fprintf(stderr, "credctl: cannot set CREDCTL_DAEMON_TRIED: %s\n", strerror(errno));
         return 1;
     }
@@ -99,7 +99,9 @@ static int run_credctl(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     size_t body_len = 0;
-    if (argc >= 1 && credctl_fast_auth(argc - 1, argv + 1, body, sizeof body, &body_len) == 0) {
+    int result = argc >= 1 ? credctl_fast_auth(argc - 1, argv + 1, body, sizeof body, &body_len)
+                           : CREDCTL_FAST_NOT_HANDLED;
+    if (result == CREDCTL_FAST_OK) {
         /* Like Python: a closed stdout is an error message, not a signal. */
         signal(SIGPIPE, SIG_IGN);
         if (write_all(STDOUT_FILENO, body, body_len) != 0) {
@@ -108,5 +110,5 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    return run_credctl(argc, argv);
+    return run_credctl(argc, argv, credctl_fast_daemon_tried(result));
 }

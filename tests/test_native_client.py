@@ -443,3 +443,23 @@ def test_fast_auth_ignores_argv_it_does_not_serve(serve, short_dir, monkeypatch)
     monkeypatch.setenv("CREDCTL_NO_DAEMON", "1")
     assert fast_auth(["auth"]) == (lib.CREDCTL_FAST_NOT_HANDLED, b"")
     assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("result", "tried"),
+    [
+        ("CREDCTL_FAST_STATUS", True),
+        ("CREDCTL_HTTP_ERR_CONNECT", True),
+        ("CREDCTL_HTTP_ERR_WRITE", True),
+        ("CREDCTL_HTTP_ERR_TIMEOUT", True),
+        ("CREDCTL_HTTP_ERR_READ", True),
+        ("CREDCTL_HTTP_ERR_PROTOCOL", True),
+        ("CREDCTL_HTTP_ERR_HEADERS_TOO_LARGE", True),
+        ("CREDCTL_FAST_NOT_HANDLED", False),
+        ("CREDCTL_FAST_NO_HOME", False),
+        ("CREDCTL_HTTP_ERR_ARGS", False),
+        ("CREDCTL_HTTP_ERR_TOO_LARGE", False),
+    ],
+)
+def test_which_results_mean_the_daemon_was_asked(result, tried):
+    assert lib.credctl_fast_daemon_tried(getattr(lib, result)) == int(tried)
