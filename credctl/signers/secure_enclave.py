@@ -31,7 +31,7 @@ def _native() -> tuple[Any, Any]:
             "the Secure Enclave backend is only available on macOS; "
             "use `credctl init --backend software` here"
         )
-    from credctl._native import ffi, lib  # type: ignore[attr-defined]
+    from credctl._native import ffi, lib  # type: ignore[attr-defined,unused-ignore]
 
     return ffi, lib
 
