@@ -453,10 +453,15 @@ def print_report(results: dict[str, object]) -> None:
 
 
 def machine_description() -> str:
+    """CPUs, load average, and how busy the machine was just before the run."""
     load = os.getloadavg()
+    busy_before = loadgen.machine_busy_seconds()
+    time.sleep(2.0)
+    busy = (loadgen.machine_busy_seconds() - busy_before) / 2.0
     return (
         f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs, "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start"
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start, "
+        f"{busy:.2f} cores busy with other work in the 2 s before the run"
     )
 
 
