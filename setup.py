@@ -3,6 +3,7 @@ import sys
 
 from setuptools import Distribution, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.sdist import sdist
 
 # Everything else is in pyproject.toml. This file names the cffi builder and
 # builds the credctl-fast launcher beside the native module.
@@ -29,6 +30,15 @@ class BuildExtWithLauncher(build_ext):
         self.compiler.link_executable(objects, "credctl-fast", output_dir=LAUNCHER_DIR)
 
 
+class SdistWithNativeSources(sdist):
+    """The sdist carries every native source and the builder, not only the
+    sources setuptools knows of (those of the extension on this platform)."""
+
+    def make_release_tree(self, base_dir: str, files: list[str]) -> None:
+        extra = [path for path in build_native.ALL_SOURCE_FILES if path not in files]
+        super().make_release_tree(base_dir, [*files, *extra])
+
+
 class DistributionWithEditableData(Distribution):
     """Editable installs get the launcher too: setuptools' editable_wheel installs
     data files only when the distribution answers `has_data` (its other commands
@@ -41,6 +51,6 @@ class DistributionWithEditableData(Distribution):
 setup(
     distclass=DistributionWithEditableData,
     cffi_modules=["native/build_native.py:ffibuilder"],
-    cmdclass={"build_ext": BuildExtWithLauncher},
+    cmdclass={"build_ext": BuildExtWithLauncher, "sdist": SdistWithNativeSources},
     data_files=[("bin", [LAUNCHER])],
 )

@@ -29,6 +29,11 @@ PORTABLE_SOURCES = [
 ]
 LAUNCHER_SOURCES = [*PORTABLE_SOURCES, os.path.join(_NATIVE_REL, "launcher.c")]
 DARWIN_SOURCES = [os.path.join(_NATIVE_REL, "secure_enclave.m")]
+ALL_SOURCE_FILES = sorted(
+    os.path.join(_NATIVE_REL, path.name)
+    for path in NATIVE.iterdir()
+    if path.suffix in {".c", ".h", ".m", ".py"}
+)
 DARWIN_FRAMEWORKS = ["Security", "LocalAuthentication", "Foundation"]
 
 
@@ -45,14 +50,10 @@ def missing_build_tools() -> str | None:
     compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     program = shlex.split(compiler)[0]
     if shutil.which(program) is None:
-        hint = (
-            "xcode-select --install"
-            if DARWIN
-            else "apt-get install gcc (or your system's C compiler)"
-        )
+        hint = "xcode-select --install" if DARWIN else "apt-get install gcc"
         return (
             f"credctl needs a C compiler to build its native module, and `{program}` "
-            f"was not found: install one ({hint}), or point CC at one"
+            f"was not found: install one (e.g. `{hint}`) or set CC to one"
         )
     include = sysconfig.get_paths()["include"]
     if not Path(include, "Python.h").is_file():
