@@ -342,14 +342,29 @@ def report_load(results: dict[str, object]) -> None:
             )
     print()
     print_table(checks, ("target", "measured", "target", ""))
-    reference: list[list[loadgen.LoadResult]] | None = results.get("reference_load")  # type: ignore[assignment]
-    if reference:
-        print("\n  for scale, the bare asyncio fixed-body server, same generator, same run:")
-        for r in (median_run(runs) for runs in reference):
-            print(
-                f"    {r.mode}, {r.clients} clients: {r.rps:,.0f}/s, "
-                f"p50 {r.p50_ms:.3f} ms, p99 {r.p99_ms:.3f} ms"
+    paired: dict[str, dict[str, list[loadgen.LoadResult]]] = results.get("paired") or {}  # type: ignore[assignment]
+    if paired:
+        print(
+            "\n  for scale: 32 clients on the daemon and on a bare asyncio server answering a"
+            "\n  fixed body (benchmarks/fixed_server.py), runs alternating, medians:"
+        )
+        rows = []
+        for mode, runs in paired.items():
+            daemon = median_run(runs["daemon"])
+            bare = median_run(runs["bare"])
+            others = statistics.median(
+                run.others_cpu_share or 0.0 for run in runs["daemon"] + runs["bare"]
             )
+            rows.append(
+                (
+                    mode,
+                    f"{daemon.rps:,.0f}/s p99 {daemon.p99_ms:.2f} ms",
+                    f"{bare.rps:,.0f}/s p99 {bare.p99_ms:.2f} ms",
+                    f"{daemon.rps / bare.rps:.2f}x",
+                    f"{others:.2f}",
+                )
+            )
+        print_table(rows, ("mode", "credctl daemon", "bare asyncio", "ratio", "others' CPU"))
     profiles: dict[str, list[str] | None] = results.get("profile") or {}  # type: ignore[assignment]
     for mode, lines in profiles.items():
         if lines:
@@ -572,6 +587,9 @@ def run_credctl(args: argparse.Namespace, results: dict[str, object]) -> None:
                 max_requests=args.max_requests,
                 repeats=args.load_repeats,
             )
+            if args.reference:
+                print("load: alternating with the bare asyncio server ...", file=sys.stderr)
+                results["paired"] = paired_with_reference(sock, pid, inst.python, args)
             if args.profile:
                 results["profile"] = {
                     mode: profile_daemon(pid, sock, target, args.load_seconds, mode != "keep-alive")
@@ -615,18 +633,40 @@ def run_credctl(args: argparse.Namespace, results: dict[str, object]) -> None:
             )
             results["miss"] = miss
 
-    if "load" in args.sections and args.reference:
-        print("load: the bare asyncio reference server ...", file=sys.stderr)
-        with harness.fixed_body_server(inst.python) as (ref_sock, ref_pid):
-            results["reference_load"] = load_matrix(
-                ref_sock,
-                target,
-                ref_pid,
-                counts=(32,),
-                seconds=args.load_seconds,
-                max_requests=args.max_requests,
-                repeats=args.load_repeats,
-            )
+
+def paired_with_reference(
+    sock_path: Path,
+    server_pid: int,
+    python: Path,
+    args: argparse.Namespace,
+) -> dict[str, dict[str, list[loadgen.LoadResult]]]:
+    """32 clients on the daemon and on the bare asyncio server, runs alternating.
+
+    On a shared machine the load of the neighbours changes from one second to the
+    next; alternating the two servers lets them share it, so their ratio holds.
+    """
+    pairs: dict[str, dict[str, list[loadgen.LoadResult]]] = {}
+    with harness.fixed_body_server(python) as (ref_sock, ref_pid):
+        for new_connection in (False, True):
+            runs: dict[str, list[loadgen.LoadResult]] = {"daemon": [], "bare": []}
+            for _ in range(args.load_repeats):
+                for name, sock, pid in (
+                    ("daemon", sock_path, server_pid),
+                    ("bare", ref_sock, ref_pid),
+                ):
+                    runs[name].append(
+                        loadgen.run(
+                            sock,
+                            harness.AWS_TARGET,
+                            clients=32,
+                            requests=args.max_requests,
+                            duration=args.load_seconds,
+                            new_connection=new_connection,
+                            server_pid=pid,
+                        )
+                    )
+            pairs["new-connection" if new_connection else "keep-alive"] = runs
+    return pairs
 
 
 def run_self_test(args: argparse.Namespace, results: dict[str, object]) -> None:
@@ -690,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-reference",
         dest="reference",
         action="store_false",
-        help="skip the bare asyncio reference server",
+        help="skip the runs alternating with the bare asyncio server",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the daemon under load")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
