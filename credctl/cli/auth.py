@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -41,9 +42,13 @@ def auth(state: CliState, provider: str, fmt: str | None, no_daemon: bool, refre
         body = _issue_for_google_auth(state, no_daemon, refresh)
     else:
         body = _issue(state, provider, fmt, no_daemon, refresh, state.explain)
-    stdout = click.get_binary_stream("stdout")
-    stdout.write(body)
-    stdout.flush()
+    _write_stdout(body)
+
+
+def _write_stdout(body: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(body)
+    sys.stdout.buffer.flush()
 
 
 def _issue(
@@ -83,7 +88,5 @@ def _issue_for_google_auth(state: CliState, no_daemon: bool, refresh: bool) -> b
             error = exc
         except Exception as exc:  # a bug must still produce a response google-auth reads
             error = CredctlError(f"unexpected error ({type(exc).__name__})")
-    stdout = click.get_binary_stream("stdout")
-    stdout.write(executable_failure(error))
-    stdout.flush()
+    _write_stdout(executable_failure(error))
     raise click.exceptions.Exit(1)
