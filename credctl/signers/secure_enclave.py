@@ -43,6 +43,26 @@ def _spki_from_x963(point: bytes) -> bytes:
     )
 
 
+def _error_text(ffi: Any, err: Any) -> str:
+    return str(ffi.string(err).decode(errors="replace"))
+
+
+def _public_key(function_name: str, *args: Any) -> tuple[int, bytes, str]:
+    """Call a shim function that hands back the public key as an X9.63 point.
+
+    Returns the shim's code, the key as DER SubjectPublicKeyInfo (empty unless
+    the code is SE_OK) and the shim's error text.
+    """
+    ffi, lib = _native()
+    point = ffi.new("unsigned char[]", _X963_POINT)
+    point_len = ffi.new("size_t *", _X963_POINT)
+    err = ffi.new("char[]", _ERROR_CAP)
+    rc = getattr(lib, function_name)(*args, point, point_len, err, _ERROR_CAP)
+    if rc != SE_OK:
+        return rc, b"", _error_text(ffi, err)
+    return rc, _spki_from_x963(bytes(ffi.buffer(point, point_len[0]))), ""
+
+
 class SecureEnclaveSigner:
     backend = "secure_enclave"
 
@@ -52,36 +72,24 @@ class SecureEnclaveSigner:
 
     @classmethod
     def create(cls, key_tag: str, biometric: str) -> SecureEnclaveSigner:
-        ffi, lib = _native()
-        point = ffi.new("unsigned char[]", _X963_POINT)
-        point_len = ffi.new("size_t *", _X963_POINT)
-        err = ffi.new("char[]", _ERROR_CAP)
-        rc = lib.credctl_se_create_key(
-            key_tag.encode(), _POLICIES[biometric], point, point_len, err, _ERROR_CAP
+        rc, der, error = _public_key(
+            "credctl_se_create_key", key_tag.encode(), _POLICIES[biometric]
         )
         if rc != SE_OK:
-            raise DeviceKeyError(
-                f"Secure Enclave key creation failed: {ffi.string(err).decode(errors='replace')}"
-            )
-        return cls(key_tag, _spki_from_x963(bytes(ffi.buffer(point, point_len[0]))))
+            raise DeviceKeyError(f"Secure Enclave key creation failed: {error}")
+        return cls(key_tag, der)
 
     @classmethod
     def open(cls, key_tag: str) -> SecureEnclaveSigner:
-        ffi, lib = _native()
-        point = ffi.new("unsigned char[]", _X963_POINT)
-        point_len = ffi.new("size_t *", _X963_POINT)
-        err = ffi.new("char[]", _ERROR_CAP)
-        rc = lib.credctl_se_copy_public_key(key_tag.encode(), point, point_len, err, _ERROR_CAP)
+        rc, der, error = _public_key("credctl_se_copy_public_key", key_tag.encode())
         if rc == SE_NOT_FOUND:
             raise DeviceKeyError(
                 f"no Secure Enclave key with tag {key_tag!r}: "
                 "run `credctl init --force` to create a new identity"
             )
         if rc != SE_OK:
-            raise DeviceKeyError(
-                f"Secure Enclave key lookup failed: {ffi.string(err).decode(errors='replace')}"
-            )
-        return cls(key_tag, _spki_from_x963(bytes(ffi.buffer(point, point_len[0]))))
+            raise DeviceKeyError(f"Secure Enclave key lookup failed: {error}")
+        return cls(key_tag, der)
 
     def public_key_der(self) -> bytes:
         return self._public_key_der
@@ -104,18 +112,11 @@ class SecureEnclaveSigner:
         if rc == SE_CANCELLED:
             raise AuthenticationCancelled("authentication cancelled")
         if rc != SE_OK:
-            raise SigningError(
-                f"Secure Enclave signing failed: {ffi.string(err).decode(errors='replace')}"
-            )
+            raise SigningError(f"Secure Enclave signing failed: {_error_text(ffi, err)}")
         return der_signature_to_raw(bytes(ffi.buffer(signature, signature_len[0])))
 
     def delete(self) -> None:
-        ffi, lib = _native()
-        err = ffi.new("char[]", _ERROR_CAP)
-        if lib.credctl_se_delete_keys(self.key_tag.encode(), err, _ERROR_CAP) != SE_OK:
-            raise DeviceKeyError(
-                f"Secure Enclave key deletion failed: {ffi.string(err).decode(errors='replace')}"
-            )
+        delete_keys_with_tag(self.key_tag)
 
 
 def delete_keys_with_tag(key_tag: str) -> None:
@@ -123,6 +124,4 @@ def delete_keys_with_tag(key_tag: str) -> None:
     ffi, lib = _native()
     err = ffi.new("char[]", _ERROR_CAP)
     if lib.credctl_se_delete_keys(key_tag.encode(), err, _ERROR_CAP) != SE_OK:
-        raise DeviceKeyError(
-            f"Secure Enclave key deletion failed: {ffi.string(err).decode(errors='replace')}"
-        )
+        raise DeviceKeyError(f"Secure Enclave key deletion failed: {_error_text(ffi, err)}")
