@@ -6,6 +6,7 @@ AWS (the daemon before its first miss, `credctl status`) does not pay for it.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -80,17 +81,17 @@ def role_session_name(kid: str) -> str:
     return f"credctl-{safe_kid}-{secrets.token_hex(4)}"
 
 
-def assume_role_with_web_identity(
-    settings: AwsSettings,
-    token: str,
-    session_name: str,
-    explain: Callable[[str], None],
-) -> AwsCredentials:
-    """Call STS AssumeRoleWithWebIdentity with ``token``; ExchangeError on any failure."""
+@functools.lru_cache(maxsize=8)
+def _sts_client(region: str, endpoint: str | None) -> Any:
+    """An STS client per (region, endpoint), built once per process.
+
+    Building one decodes botocore's service model, about ten times the cost
+    of the STS call itself; the daemon re-uses it on every miss. boto3
+    clients are safe to share between threads.
+    """
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config as BotoConfig
-    from botocore.exceptions import BotoCoreError, ClientError
 
     # Unsigned: the call needs no AWS credentials, and resolving them could run
     # this very credential_process again (AWS_PROFILE pointing at credctl).
@@ -100,11 +101,23 @@ def assume_role_with_web_identity(
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
     )
+    return boto3.session.Session().client(
+        "sts", region_name=region, endpoint_url=endpoint, config=boto_config
+    )
+
+
+def assume_role_with_web_identity(
+    settings: AwsSettings,
+    token: str,
+    session_name: str,
+    explain: Callable[[str], None],
+) -> AwsCredentials:
+    """Call STS AssumeRoleWithWebIdentity with ``token``; ExchangeError on any failure."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     endpoint = settings.sts_endpoint
     try:
-        client = boto3.session.Session().client(
-            "sts", region_name=settings.region, endpoint_url=endpoint, config=boto_config
-        )
+        client = _sts_client(settings.region, endpoint)
         endpoint = client.meta.endpoint_url
         explain(
             f"AWS STS AssumeRoleWithWebIdentity at {endpoint} (region {settings.region}): "
