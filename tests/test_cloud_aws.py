@@ -124,7 +124,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture
 def moto_tls(pki: Pki) -> Iterator[str]:
     """moto's S3, IAM and STS over TLS on 127.0.0.1, starting from empty state."""
-    app = DomainDispatcherApplication(create_backend_app)
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    s3_only = create_backend_app("s3")
+
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        # moto serves every service on one port and routes an unsigned request by
+        # its path; from moto 5.2.5 on, /<name>/.well-known/openid-configuration
+        # is taken for Cognito's. Here the only unsigned GETs are anonymous reads
+        # of the S3-hosted issuer, so they go to S3 (moto's state is shared).
+        if environ["REQUEST_METHOD"] == "GET" and "HTTP_AUTHORIZATION" not in environ:
+            return s3_only(environ, start_response)
+        return dispatcher(environ, start_response)
+
     server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=pki.server_context())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
