@@ -1,14 +1,19 @@
 """The `credctl` command: the daemon fast path first, the full CLI otherwise.
 
 A cache hit must cost little more than starting the interpreter, so until the
-daemon has answered this module imports only os, sys and the compiled native
-module; click and everything behind it load only on the slow path.
+daemon has answered this module imports only the compiled native module. It
+uses `sys` and the built-in `posix` module, which every interpreter on Linux
+and macOS has loaded before running any code, rather than `os`, which under
+`python -I -S` nothing else has imported yet; click and everything behind it
+load only on the slow path.
 """
 
-import os
+import posix
 import sys
 
 _BODY_CAP = 65536
+# Set by the credctl-fast launcher when it has just asked the daemon in vain.
+_DAEMON_TRIED = "CREDCTL_DAEMON_TRIED"
 
 
 def _fast_auth(argv: list[str]) -> tuple[bytes | None, bool]:
@@ -18,7 +23,9 @@ def _fast_auth(argv: list[str]) -> tuple[bytes | None, bool]:
         from credctl._native import ffi, lib
     except ImportError:
         return None, False
-    args = [ffi.new("char[]", os.fsencode(arg)) for arg in argv]
+    # What os.fsencode does on POSIX.
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    args = [ffi.new("char[]", arg.encode(encoding, errors)) for arg in argv]
     body = ffi.new("char[]", _BODY_CAP)
     body_len = ffi.new("size_t *")
     result = lib.credctl_fast_auth(len(args), ffi.new("char *[]", args), body, _BODY_CAP, body_len)
@@ -30,14 +37,26 @@ def _fast_auth(argv: list[str]) -> tuple[bytes | None, bool]:
 def _write_stdout(data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(1, view) :]
+        view = view[posix.write(1, view) :]
+
+
+def _take_daemon_tried() -> bool:
+    """Whether the launcher set CREDCTL_DAEMON_TRIED=1; removes it, so that it
+    reaches neither the processes credctl starts nor os.environ."""
+    loaded_os = sys.modules.get("os")
+    if loaded_os is not None:
+        # os.environ is already built: its pop unsets the variable too.
+        return bool(loaded_os.environ.pop(_DAEMON_TRIED, None) == "1")
+    # os.environ will be built from posix.environ when os is first imported.
+    value = posix.environ.pop(_DAEMON_TRIED.encode(), None)
+    if value is not None:
+        posix.unsetenv(_DAEMON_TRIED)
+    return value == b"1"
 
 
 def main() -> int:
     argv = sys.argv[1:]
-    # Set by the credctl-fast launcher when it has just asked the daemon in vain;
-    # removed so that it does not reach the processes credctl starts.
-    daemon_tried = os.environ.pop("CREDCTL_DAEMON_TRIED", None) == "1"
+    daemon_tried = _take_daemon_tried()
     if argv[:1] == ["auth"] and not daemon_tried:
         body, daemon_tried = _fast_auth(argv)
         if body is not None:

@@ -52,6 +52,14 @@ int credctl_http_get(const char *socket_path, const char *target,
  */
 int credctl_fast_auth_target(int argc, char **argv, char *target, size_t target_cap);
 
+/*
+ * 1 when `credctl ARGV...` is an `auth` call the fast path would serve as the
+ * GCP executable-sourced format (`--provider gcp`, `--format executable` or
+ * none), whatever CREDCTL_NO_DAEMON says; 0 otherwise. Its errors go to
+ * stdout as a `"success":false` response, since google-auth reads stdout.
+ */
+int credctl_fast_is_gcp_executable(int argc, char **argv);
+
 /* `$CREDCTL_HOME/daemon.sock`, else `~/.credctl/daemon.sock`.
  * CREDCTL_FAST_OK, or CREDCTL_FAST_NO_HOME when it cannot be formed. */
 int credctl_socket_path(char *path, size_t path_cap);

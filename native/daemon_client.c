@@ -16,10 +16,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A daemon that goes away mid-request must fail the request, not raise
+ * SIGPIPE: the process has no business ignoring it globally (an ignored
+ * disposition survives the launcher's exec), so each send says so itself. */
 #ifdef MSG_NOSIGNAL
 #define SEND_FLAGS MSG_NOSIGNAL
-#else
+#elif defined(SO_NOSIGPIPE)
 #define SEND_FLAGS 0 /* macOS: SO_NOSIGPIPE is set on the socket instead */
+#else
+#error "neither MSG_NOSIGNAL nor SO_NOSIGPIPE: no way to keep send() from raising SIGPIPE"
 #endif
 
 #define HEADER_CAP 8192
@@ -63,18 +68,25 @@ static int wait_for(int fd, short events, long long deadline) {
 static int open_socket(void) {
 #ifdef SOCK_CLOEXEC
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-#else
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd >= 0) {
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
-    }
-#endif
     if (fd < 0) {
         return -1;
     }
+#else
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        close(fd);
+        return -1;
+    }
+#endif
 #ifdef SO_NOSIGPIPE
     int on = 1;
-    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
+    if (setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on) < 0) {
+        close(fd);
+        return -1;
+    }
 #endif
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
@@ -89,9 +101,6 @@ static int connect_with_timeout(int fd, const struct sockaddr_un *addr, long lon
         if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) == 0) {
             return 0;
         }
-        if (errno == EINTR) {
-            continue;
-        }
         if (errno == EAGAIN) {
             /* Linux: the listener's backlog is full and nothing was started;
              * try again shortly, until the deadline. */
@@ -101,7 +110,9 @@ static int connect_with_timeout(int fd, const struct sockaddr_un *addr, long lon
             poll(NULL, 0, 10);
             continue;
         }
-        if (errno != EINPROGRESS) {
+        /* An interrupted connect goes on asynchronously, like one in
+         * progress; calling connect again would fail with EALREADY. */
+        if (errno != EINPROGRESS && errno != EINTR) {
             return -1;
         }
         if (wait_for(fd, POLLOUT, deadline) != 1) {

@@ -36,9 +36,12 @@ static int daemon_disabled(void) {
     return no_daemon != NULL && no_daemon[0] != '\0' && strcmp(no_daemon, "0") != 0;
 }
 
-int credctl_fast_auth_target(int argc, char **argv, char *target, size_t target_cap) {
-    if (argc < 1 || strcmp(argv[0], "auth") != 0 || daemon_disabled()) {
-        return CREDCTL_FAST_NOT_HANDLED;
+/* The provider and format of an `auth` call the fast path serves, defaults
+ * filled in; 0 for anything else. Reads argv only, not the environment. */
+static int parse_auth(int argc, char **argv, const char **provider_out, const char **format_out,
+                      int *refresh_out) {
+    if (argc < 1 || strcmp(argv[0], "auth") != 0) {
+        return 0;
     }
     const char *provider = NULL;
     const char *format = NULL;
@@ -56,7 +59,7 @@ int credctl_fast_auth_target(int argc, char **argv, char *target, size_t target_
             format = value;
         } else {
             /* Unknown, repeated or incomplete: the CLI decides what it means. */
-            return CREDCTL_FAST_NOT_HANDLED;
+            return 0;
         }
     }
     if (provider == NULL) {
@@ -67,16 +70,29 @@ int credctl_fast_auth_target(int argc, char **argv, char *target, size_t target_
             format = "credential_process";
         }
         if (strcmp(format, "credential_process") != 0 && strcmp(format, "env") != 0) {
-            return CREDCTL_FAST_NOT_HANDLED;
+            return 0;
         }
     } else if (strcmp(provider, "gcp") == 0) {
         if (format == NULL) {
             format = "executable";
         }
         if (strcmp(format, "executable") != 0 && strcmp(format, "env") != 0) {
-            return CREDCTL_FAST_NOT_HANDLED;
+            return 0;
         }
     } else {
+        return 0;
+    }
+    *provider_out = provider;
+    *format_out = format;
+    *refresh_out = refresh;
+    return 1;
+}
+
+int credctl_fast_auth_target(int argc, char **argv, char *target, size_t target_cap) {
+    const char *provider;
+    const char *format;
+    int refresh;
+    if (daemon_disabled() || !parse_auth(argc, argv, &provider, &format, &refresh)) {
         return CREDCTL_FAST_NOT_HANDLED;
     }
     int n = snprintf(target, target_cap, "/v1/credentials/%s?format=%s%s", provider, format,
@@ -85,6 +101,14 @@ int credctl_fast_auth_target(int argc, char **argv, char *target, size_t target_
         return CREDCTL_FAST_NOT_HANDLED;
     }
     return CREDCTL_FAST_OK;
+}
+
+int credctl_fast_is_gcp_executable(int argc, char **argv) {
+    const char *provider;
+    const char *format;
+    int refresh;
+    return parse_auth(argc, argv, &provider, &format, &refresh) && strcmp(provider, "gcp") == 0 &&
+           strcmp(format, "executable") == 0;
 }
 
 static const char *user_home(void) {

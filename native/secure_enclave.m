@@ -24,9 +24,10 @@ static void set_error(char *err, size_t err_cap, NSString *message) {
 
 static NSString *status_text(OSStatus status) {
     if (status == errSecMissingEntitlement) {
-        return @"this program is not entitled to use the data protection keychain "
-               @"(errSecMissingEntitlement): it needs to be code-signed with a "
-               @"keychain-access-groups entitlement";
+        return @"this Python is not code-signed with a keychain-access-groups entitlement; "
+               @"Secure Enclave keys live in the data protection keychain, which needs one "
+               @"(errSecMissingEntitlement, OSStatus -34018): run `credctl init --backend "
+               @"software`, or use a Python signed with that entitlement";
     }
     NSString *text = CFBridgingRelease(SecCopyErrorMessageString(status, NULL));
     return [NSString stringWithFormat:@"%@ (OSStatus %d)", text ?: @"unknown error", (int)status];
@@ -145,7 +146,7 @@ int credctl_se_create_key(const char *tag, int policy, unsigned char *pub_x963, 
         if (access == NULL) {
             return fail_with(error, @"cannot create the access control", err, err_cap);
         }
-        NSDictionary *attributes = @{
+        NSMutableDictionary *attributes = [@{
             (id)kSecAttrKeyType : (id)kSecAttrKeyTypeECSECPrimeRandom,
             (id)kSecAttrKeySizeInBits : @256,
             (id)kSecAttrTokenID : (id)kSecAttrTokenIDSecureEnclave,
@@ -154,7 +155,11 @@ int credctl_se_create_key(const char *tag, int policy, unsigned char *pub_x963, 
                 (id)kSecAttrApplicationTag : [NSData dataWithBytes:tag length:strlen(tag)],
                 (id)kSecAttrAccessControl : (__bridge_transfer id)access,
             },
-        };
+        } mutableCopy];
+        /* The keychain key_query() searches, so the key is found where it was made. */
+        if (@available(macOS 10.15, *)) {
+            attributes[(id)kSecUseDataProtectionKeychain] = @YES;
+        }
         SecKeyRef key = SecKeyCreateRandomKey((__bridge CFDictionaryRef)attributes, &error);
         if (key == NULL) {
             return fail_with(error, @"cannot create the key", err, err_cap);

@@ -3,8 +3,10 @@ a stand-in daemon on `$CREDCTL_HOME/daemon.sock`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
+import _cffi_backend
 import pytest
 
 import credctl
@@ -139,6 +142,59 @@ def test_hit_imports_nothing_beyond_the_native_module(daemon):
     allowed = {"credctl", "credctl.__main__", "credctl._native", "_cffi_backend"}
     baseline = run([sys.executable, "-X", "importtime", "-c", "import runpy"])
     hit = run([sys.executable, "-X", "importtime", "-m", "credctl", "auth"])
+    assert (hit.returncode, hit.stdout) == (0, BODY)
+    offenders = _imported_modules(hit.stderr) - _imported_modules(baseline.stderr) - allowed
+    assert not offenders, f"the fast path imported {sorted(offenders)}"
+
+
+# `python -I -S` skips site, so nothing has imported os when the entry starts;
+# the entry and the native module come from where this interpreter found them.
+ISOLATED_PATH = [
+    str(Path(credctl.__file__).parent.parent),
+    str(Path(_cffi_backend.__file__).parent),
+]
+ISOLATED_ENTRY = f"""
+import sys
+sys.path[:0] = {ISOLATED_PATH!r}
+sys.argv = ["credctl", *sys.argv[1:]]
+
+def cli_main(argv, daemon_tried=False):
+    os_imported = "os" in sys.modules
+    import os, subprocess
+    child = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", "import posix; print(posix.environ)"],
+        capture_output=True, check=True,
+    ).stdout
+    print(daemon_tried, os_imported, os.environ.get("CREDCTL_DAEMON_TRIED"),
+          b"CREDCTL_DAEMON_TRIED" in child)
+    return 7
+
+class StandInCli:  # a class, not types.SimpleNamespace: types is not loaded yet
+    main = staticmethod(cli_main)
+
+sys.modules["credctl.cli"] = StandInCli
+import credctl.__main__
+sys.exit(credctl.__main__.main())
+"""
+
+
+@pytest.mark.parametrize(("flags", "os_imported"), [(["-I", "-S"], "False"), (["-I"], "True")])
+def test_entry_removes_the_launcher_mark_with_or_without_os(
+    daemon, monkeypatch, flags, os_imported
+):
+    # Without os the entry edits posix.environ and the process environment;
+    # with os loaded (site imports it) it edits os.environ.
+    monkeypatch.setenv("CREDCTL_DAEMON_TRIED", "1")
+    result = run([sys.executable, *flags, "-c", ISOLATED_ENTRY, "auth"])
+    assert (result.returncode, result.stderr) == (7, b"")
+    assert result.stdout.split() == [b"True", os_imported.encode(), b"None", b"False"]
+    assert daemon.requests == []
+
+
+def test_isolated_hit_imports_nothing_beyond_the_native_module(daemon):
+    allowed = {"credctl", "credctl.__main__", "credctl._native", "_cffi_backend"}
+    baseline = run([sys.executable, "-I", "-S", "-X", "importtime", "-c", "import sys"])
+    hit = run([sys.executable, "-I", "-S", "-X", "importtime", "-c", ISOLATED_ENTRY, "auth"])
     assert (hit.returncode, hit.stdout) == (0, BODY)
     offenders = _imported_modules(hit.stderr) - _imported_modules(baseline.stderr) - allowed
     assert not offenders, f"the fast path imported {sorted(offenders)}"
@@ -280,3 +336,86 @@ def test_launcher_without_a_sibling_credctl(launcher_copy):
     assert result.stderr == (
         f"credctl: cannot find the credctl command next to {launcher_copy.resolve()}\n".encode()
     )
+
+
+GCP_EXECUTABLE_CALLS = [
+    ["auth", "--provider", "gcp"],
+    ["auth", "--provider=gcp", "--format", "executable"],
+    ["auth", "--refresh", "--format=executable", "--provider", "gcp"],
+]
+
+
+@pytest.mark.parametrize("args", GCP_EXECUTABLE_CALLS)
+@pytest.mark.parametrize("no_daemon", ["", "1"])
+def test_launcher_without_a_sibling_answers_gcp_on_stdout(
+    launcher_copy, monkeypatch, args, no_daemon
+):
+    # google-auth reads stdout and merges stderr into it: one response, no stderr.
+    monkeypatch.setenv("CREDCTL_NO_DAEMON", no_daemon)
+    (launcher_copy.parent / "credctl").unlink()
+    result = run([launcher_copy, *args])
+    assert (result.returncode, result.stderr) == (1, b"")
+    assert result.stdout.endswith(b"}\n") and result.stdout.count(b"\n") == 1
+    assert json.loads(result.stdout) == {
+        "version": 1,
+        "success": False,
+        "code": "CREDCTL_NOT_FOUND",
+        "message": f"cannot find the credctl command next to {launcher_copy.resolve()}",
+    }
+
+
+def test_launcher_gcp_error_is_json_whatever_the_path(short_home):
+    # A path may hold quotes, backslashes, control characters and bytes that
+    # are not UTF-8; the response still parses, the last as U+FFFD.
+    name = 'q"b\\s\tt\u00e9\udcff'
+    directory = short_home / name
+    directory.mkdir()
+    launcher = directory / "credctl-fast"
+    shutil.copy2(installed("credctl-fast"), launcher)
+    result = run([launcher, "auth", "--provider", "gcp"])
+    assert (result.returncode, result.stderr) == (1, b"")
+    message = json.loads(result.stdout.decode("utf-8"))["message"]
+    resolved = str(launcher.resolve()).replace("\udcff", "\ufffd")
+    assert message == f"cannot find the credctl command next to {resolved}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["auth"],
+        ["auth", "--provider", "gcp", "--format", "env"],
+        ["auth", "--provider", "gcp", "-v"],
+    ],
+)
+def test_launcher_other_calls_without_a_sibling_say_so_on_stderr(launcher_copy, args):
+    (launcher_copy.parent / "credctl").unlink()
+    result = run([launcher_copy, *args])
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert result.stderr.startswith(b"credctl: cannot find the credctl command next to ")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/PID/status")
+def test_launcher_fallback_leaves_sigpipe_alone(launcher_copy):
+    # An ignored SIGPIPE would survive exec into the CLI and whatever it starts.
+    (launcher_copy.parent / "credctl").write_text(
+        "#!/bin/sh\nsed -n 's/^SigIgn:[[:space:]]*//p' /proc/$$/status\n"
+    )
+    result = run([launcher_copy, "auth"])  # no daemon: asked, then handed over
+    assert result.returncode == 0
+    assert int(result.stdout, 16) & (1 << (signal.SIGPIPE - 1)) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "uses_daemon"), [("1", False), ("yes", False), ("0", True), ("", True)]
+)
+def test_launcher_no_daemon_rule(launcher_copy, daemon, monkeypatch, value, uses_daemon):
+    # The C side's rule: any non-empty value other than "0" skips the daemon.
+    monkeypatch.setenv("CREDCTL_NO_DAEMON", value)
+    result = run([launcher_copy, "auth"])
+    if uses_daemon:
+        assert (result.returncode, result.stdout) == (0, BODY)
+        assert len(daemon.requests) == 1
+    else:
+        assert result.returncode == 3
+        assert result.stdout.startswith(b"[auth]\ntried=unset ")
+        assert daemon.requests == []

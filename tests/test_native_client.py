@@ -136,6 +136,11 @@ def fast_target(argv: list[str]) -> str | None:
     return ffi.string(target).decode() if rc == lib.CREDCTL_FAST_OK else None
 
 
+def is_gcp_executable(argv: list[str]) -> bool:
+    args = [ffi.new("char[]", arg.encode()) for arg in argv]
+    return bool(lib.credctl_fast_is_gcp_executable(len(args), ffi.new("char *[]", args)))
+
+
 def socket_path() -> str | None:
     path = ffi.new("char[]", 4096)
     if lib.credctl_socket_path(path, 4096) != lib.CREDCTL_FAST_OK:
@@ -354,6 +359,30 @@ def test_no_daemon_env_falls_back(monkeypatch):
 def test_no_daemon_env_set_to_zero_keeps_the_fast_path(monkeypatch):
     monkeypatch.setenv("CREDCTL_NO_DAEMON", "0")
     assert fast_target(["auth"]) == AWS_TARGET
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["auth", "--provider", "gcp"], True),
+        (["auth", "--provider=gcp", "--format=executable"], True),
+        (["auth", "--format", "executable", "--provider", "gcp", "--refresh"], True),
+        (["auth"], False),
+        (["auth", "--provider", "gcp", "--format", "env"], False),
+        (["auth", "--format", "executable"], False),
+        (["auth", "--provider", "gcp", "--verbose"], False),
+        (["version"], False),
+        ([], False),
+    ],
+)
+@pytest.mark.parametrize("no_daemon", [None, "1"])
+def test_which_calls_are_gcp_executable(argv, expected, no_daemon, monkeypatch):
+    # The launcher's error format follows the call, whether or not the daemon is used.
+    if no_daemon is None:
+        monkeypatch.delenv("CREDCTL_NO_DAEMON", raising=False)
+    else:
+        monkeypatch.setenv("CREDCTL_NO_DAEMON", no_daemon)
+    assert is_gcp_executable(argv) == expected
 
 
 # --- where the socket is ---------------------------------------------------
