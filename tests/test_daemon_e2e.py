@@ -201,6 +201,62 @@ def test_malformed_requests_then_a_normal_hit(
     assert aws_sts.web_identity_calls == 1
 
 
+def test_changing_the_settings_empties_the_daemon_cache(
+    aws_daemon: Path, run_cli, aws_sts: AwsStsServer, gcp_server: FakeGcpServer, tmp_path: Path
+) -> None:
+    first = json.loads(auth(run_cli))
+    assert json.loads(auth(run_cli)) == first
+    assert aws_sts.web_identity_calls == 1
+    other_role = "arn:aws:iam::123456789012:role/another-role"
+    result = run_cli(
+        "setup", "aws",
+        "--role-arn", other_role,
+        "--issuer-url", ISSUER,
+        "--sts-endpoint", aws_sts.url,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    # A miss: credentials for the new role, not the old role's from the cache.
+    second = json.loads(auth(run_cli))
+    assert aws_sts.web_identity_calls == 2
+    assert second["AccessKeyId"] != first["AccessKeyId"]
+    assert cache_state(aws_daemon) == "hit"
+
+    gcp_configure(aws_daemon, run_cli, gcp_server, tmp_path)
+    assert run_cli("daemon", "status").stdout.decode().splitlines()[3] == "Cache: empty"
+    auth(run_cli)
+    assert aws_sts.web_identity_calls == 3
+
+    result = run_cli("init", "--force", "--backend", "software")
+    assert result.returncode == 0, result.stderr.decode()
+    assert run_cli("daemon", "status").stdout.decode().splitlines()[3] == "Cache: empty"
+
+
+def test_reset_stops_the_daemon_and_removes_its_stale_files(aws_daemon: Path, run_cli) -> None:
+    auth(run_cli)
+    pid = running_pid(aws_daemon)
+    result = run_cli("reset", "--yes")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().splitlines()[0] == f"Daemon stopped (PID {pid})"
+    assert running_pid(aws_daemon) is None
+    assert not (aws_daemon / "daemon.sock").exists()
+    assert not (aws_daemon / "daemon.pid").exists()
+    assert not (aws_daemon / "config.json").exists()
+
+    # A daemon killed outright leaves both files; reset removes them.
+    start_background(run_cli)
+    killed = running_pid(aws_daemon)
+    assert killed
+    os.kill(killed, signal.SIGKILL)
+    assert wait_for(lambda: running_pid(aws_daemon) is None)
+    result = run_cli("reset", "--yes")
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    assert f"Removed {aws_daemon / 'daemon.pid'}" in lines
+    assert f"Removed {aws_daemon / 'daemon.sock'}" in lines
+    assert not (aws_daemon / "daemon.sock").exists()
+    assert not (aws_daemon / "daemon.pid").exists()
+
+
 def gcp_configure(home: Path, run_cli, server: FakeGcpServer, tmp_path: Path) -> None:
     oidc = run_cli("oidc", "generate", "--issuer-url", ISSUER, "--output-dir", str(tmp_path / "o"))
     assert oidc.returncode == 0, oidc.stderr.decode()

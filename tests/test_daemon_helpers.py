@@ -38,17 +38,15 @@ class FakeIssuer:
         self.clock = clock
         self.lifetime = lifetime
         self.calls = 0
-        self.refresh_flags: list[bool] = []
         self.error: Exception | None = None
         self.gate: threading.Event | None = None
         self.started = threading.Event()
         self._lock = threading.Lock()
 
-    def __call__(self, provider: str, fmt: str, refresh: bool) -> IssuedCredential:
+    def __call__(self, provider: str, fmt: str) -> IssuedCredential:
         with self._lock:
             self.calls += 1
             number = self.calls
-            self.refresh_flags.append(refresh)
         self.started.set()
         if self.gate is not None:
             assert self.gate.wait(WAIT)

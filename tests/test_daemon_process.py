@@ -368,3 +368,48 @@ def test_launchd_plist_content(tmp_path: Path) -> None:
     assert document["KeepAlive"] == {"SuccessfulExit": False}
     assert document["Umask"] == 0o077
     assert document["StandardErrorPath"] == str(home / "daemon.log")
+
+
+def test_a_system_error_is_one_credctl_line_not_a_traceback(private_home: Path) -> None:
+    """An OSError (here: the starter's ready pipe is gone) ends the daemon cleanly."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        command = [sys.executable, "-m", "credctl.daemon", "--home", str(private_home)]
+        result = subprocess.run(
+            [*command, "--ready-fd", str(write_end)],
+            pass_fds=(write_end,),
+            capture_output=True,
+            timeout=WAIT,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == "credctl: the daemon could not run: [Errno 32] Broken pipe"
+    assert not (private_home / "daemon.sock").exists()
+    assert not (private_home / "daemon.pid").exists()
+
+
+def test_a_system_error_reaches_a_background_starter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from credctl.daemon import process
+    from credctl.daemon.__main__ import main
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "daemon.pid"))
+
+    monkeypatch.setattr(process, "run_daemon", refuse)
+    read_end, write_end = os.pipe()
+    try:
+        code = main(["--home", str(tmp_path), "--ready-fd", str(write_end)])
+        os.close(write_end)
+        written = os.read(read_end, 4096).decode()
+    finally:
+        os.close(read_end)
+    message = f"the daemon could not run: [Errno 13] Permission denied: '{tmp_path}/daemon.pid'"
+    assert code == 1
+    assert written == f"error: {message}\n"
+    assert capsys.readouterr().err == f"credctl: {message}\n"

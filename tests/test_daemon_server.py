@@ -9,7 +9,9 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_daemon_helpers import (
@@ -23,6 +25,7 @@ from test_daemon_helpers import (
     read_response,
 )
 
+from credctl.credential import IssuedCredential
 from credctl.daemon import client
 from credctl.daemon.client import connect_unix, fetch_credential
 from credctl.daemon.server import BadRequest, DaemonDeps, format_uptime, parse_route
@@ -121,7 +124,7 @@ def test_refresh_forces_a_fetch(daemon: InProcessDaemon, issuer: FakeIssuer) -> 
     forced = get(daemon.path, AWS + "&refresh=1")
     assert forced.headers["x-credctl-cache"] == "miss"
     assert json.loads(forced.body)["n"] == 2
-    assert issuer.refresh_flags == [False, True]
+    assert issuer.calls == 2
     assert json.loads(get(daemon.path, AWS).body)["n"] == 2
 
 
@@ -159,17 +162,25 @@ def test_a_failed_fetch_without_cache_is_a_generic_error(
     issuer.error = DetailedFailure("token endpoint https://x/ answered 'secret-ish detail'")
     response = get(daemon.path, AWS)
     assert response.status == 503
-    assert response.body == b'{"error": "credential exchange failed"}'
+    assert response.body == b'{"error":"credential exchange failed"}'
     issuer.error = RuntimeError("a bug with /some/path in it")
     response = get(daemon.path, AWS)
     assert response.status == 500
-    assert json.loads(response.body) == {"error": "internal error"}
+    assert response.body == b'{"error":"internal error"}'
+    logged = daemon.logged  # type: ignore[attr-defined]
+    # A CredctlError's message is written for the log; an unexpected one's text is not.
+    assert any("token endpoint https://x/" in line for line in logged)
+    assert "fetch aws:credential_process failed unexpectedly: RuntimeError" in logged
+    assert not any("/some/path" in line for line in logged)
 
 
 def test_status_document_and_clear(
     daemon: InProcessDaemon, issuer: FakeIssuer, clock: FakeClock
 ) -> None:
-    empty = json.loads(get(daemon.path, "/v1/status").body)
+    raw = get(daemon.path, "/v1/status").body
+    empty = json.loads(raw)
+    # Compact JSON, as the original daemon answers.
+    assert raw == json.dumps(empty, separators=(",", ":")).encode()
     assert empty["pid"] == os.getpid()
     assert empty["cache"] == {}
     assert empty["start_time"] == "2027-01-15T08:00:00Z"
@@ -253,6 +264,8 @@ MALFORMED = [
     b"GET /v1/status HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
     b"POST /v1/clear HTTP/1.1\r\nContent-Length: 10485760\r\n\r\n",
     b"POST /v1/clear HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /v1/clear HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+    b"POST /v1/clear HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
     b"GET /v1/status HTTP/1.1\r\nX: " + b"a" * (70 * 1024) + b"\r\n\r\n",
     b"GET /v1/status HTTP/1.1\r\nX: " + b"a" * (70 * 1024),
 ]
@@ -284,6 +297,29 @@ def test_specific_answers_for_limits_and_routes(daemon: InProcessDaemon) -> None
     assert status_of(b"GET /v1/credentials/../status HTTP/1.1\r\n\r\n") == 400
     unknown = raw_exchange(daemon.path, b"GET /v1/credentials/aws?format=xml HTTP/1.1\r\n\r\n")
     assert unknown is not None and json.loads(unknown.body) == {"error": "unknown format"}
+
+
+@pytest.mark.parametrize("second", [b"0", b"4"])
+def test_a_repeated_content_length_is_refused_and_the_connection_closed(
+    daemon: InProcessDaemon, second: bytes
+) -> None:
+    # Equal or not, two lengths mean a proxy and this daemon may frame differently.
+    request = (
+        b"POST /v1/clear HTTP/1.1\r\nContent-Length: 0\r\nContent-length: "
+        + second
+        + b"\r\n\r\nGET /v1/status HTTP/1.1\r\n\r\n"
+    )
+    with connect_unix(daemon.path, WAIT) as sock:
+        sock.sendall(request)
+        leftover = bytearray()
+        response = read_response(sock, leftover)
+        assert response is not None
+        assert response.status == 400
+        assert response.body == b'{"error":"bad request"}'
+        assert response.headers["connection"] == "close"
+        # Nothing after it is answered: the connection is closed.
+        assert not leftover and sock.recv(4096) == b""
+    assert get(daemon.path, "/v1/status").status == 200
 
 
 def test_early_close_and_a_request_with_its_body_split(daemon: InProcessDaemon) -> None:
@@ -446,3 +482,89 @@ def test_parse_route_and_uptime() -> None:
     assert format_uptime(42 * 60 + 15) == "42m15s"
     assert format_uptime(3600 + 2 * 60 + 3) == "1h2m3s"
     assert format_uptime(9.9) == "9s"
+
+
+def test_a_credential_that_cannot_be_stored_answers_every_waiter_500(
+    sock_dir: Path, clock: FakeClock
+) -> None:
+    """A broken issue result must not leave the requests sharing its fetch hanging."""
+    gate = threading.Event()
+    started = threading.Event()
+    broken = [True]
+    logged: list[str] = []
+
+    def issue(provider: str, fmt: str) -> IssuedCredential:
+        started.set()
+        assert gate.wait(WAIT)
+        expires = datetime.fromtimestamp(clock.now + 3600, timezone.utc)
+        body: Any = "a str, not bytes: rendering it fails" if broken[0] else b"{}\n"
+        return IssuedCredential(body=body, expires_at=expires)
+
+    deps = DaemonDeps(issue=issue, clock=clock, log=logged.append)
+    with InProcessDaemon(sock_dir / "daemon.sock", deps) as running:
+        answers: list[object] = []
+        lock = threading.Lock()
+
+        def fetch() -> None:
+            response = get(running.path, AWS)
+            with lock:
+                answers.append(response)
+
+        threads = [threading.Thread(target=fetch) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        assert started.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while len(running.server.connections) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.set()
+        for thread in threads:
+            thread.join(WAIT)
+        assert len(answers) == 5
+        for answer in answers:
+            assert answer.status == 500  # type: ignore[attr-defined]
+            assert answer.body == b'{"error":"internal error"}'  # type: ignore[attr-defined]
+        assert "storing aws:credential_process failed unexpectedly: TypeError" in logged
+        assert running.server.cache.entries == {}
+        # The daemon goes on: the next fetch is made and served.
+        broken[0] = False
+        served = get(running.path, AWS)
+        assert served.status == 200 and served.body == b"{}\n"
+        assert served.headers["x-credctl-cache"] == "miss"
+
+
+def test_an_unexpected_failure_answering_a_request_is_logged_by_type(
+    daemon: InProcessDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(key: object, refresh: bool) -> object:
+        raise RuntimeError("text that could quote anything")
+
+    monkeypatch.setattr(daemon.server.cache, "get", broken)
+    response = get(daemon.path, AWS)
+    assert response.status == 500
+    assert response.body == b'{"error":"internal error"}'
+    logged = daemon.logged  # type: ignore[attr-defined]
+    assert "answering a request failed unexpectedly: RuntimeError" in logged
+    assert not any("quote anything" in line for line in logged)
+    assert get(daemon.path, "/v1/status").status == 200
+
+
+def test_a_fetch_in_flight_when_the_cache_is_cleared_is_not_cached(
+    daemon: InProcessDaemon, issuer: FakeIssuer
+) -> None:
+    """`setup` clears the cache: a fetch begun with the old settings must not fill it again."""
+    issuer.gate = threading.Event()
+    answers: list[object] = []
+    worker = threading.Thread(target=lambda: answers.append(get(daemon.path, AWS)))
+    worker.start()
+    assert issuer.started.wait(WAIT)
+    cleared = raw_exchange(daemon.path, b"POST /v1/clear HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    assert cleared is not None and cleared.status == 200
+    issuer.gate.set()
+    worker.join(WAIT)
+    assert len(answers) == 1 and answers[0].status == 200  # type: ignore[attr-defined]
+    after = get(daemon.path, AWS)
+    assert after.headers["x-credctl-cache"] == "miss"
+    assert json.loads(after.body)["n"] == 2
+    assert get(daemon.path, AWS).headers["x-credctl-cache"] == "hit"
+    assert issuer.calls == 2

@@ -60,19 +60,14 @@ def daemon() -> None:
 )
 def start(idle_timeout: float, foreground: bool) -> None:
     """Start the daemon."""
-    from credctl.daemon.process import daemon_command, start_background
+    from credctl.daemon.process import check_can_start, daemon_command, start_background
 
     home = credctl_home().absolute()
-    check_home_private(home)
     if not foreground:
         pid = start_background(home, idle_timeout)
         click.echo(f"Daemon started (PID {pid})")
         return
-    from credctl.daemon.pidfile import DaemonRunningError, running_pid
-
-    running = running_pid(home)
-    if running:
-        raise DaemonRunningError(running)
+    check_can_start(home)
     # Become the daemon module, so the long-lived process carries no click.
     command = daemon_command(home, idle_timeout)
     sys.stdout.flush()
@@ -109,8 +104,8 @@ def _cache_line(name: str, entry: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's status document.")
 def status(as_json: bool) -> None:
     """Uptime and cache state of the running daemon."""
-    from credctl.daemon.client import fetch_status
-    from credctl.daemon.pidfile import running_pid
+    from credctl.daemon.client import fetch_status, socket_path
+    from credctl.daemon.pidfile import pid_path, running_pid
 
     home = credctl_home()
     document = fetch_status(home)
@@ -118,8 +113,8 @@ def status(as_json: bool) -> None:
         pid = running_pid(home)
         if pid:
             raise CredctlError(
-                f"the daemon (PID {pid}) holds {home / 'daemon.pid'} but does not answer "
-                f"on {home / 'daemon.sock'}; restart it with `credctl daemon stop` and "
+                f"the daemon (PID {pid}) holds {pid_path(home)} but does not answer "
+                f"on {socket_path(home)}; restart it with `credctl daemon stop` and "
                 "`credctl daemon start`"
             )
         if as_json:

@@ -50,6 +50,10 @@ def init(force: bool, key_tag: str, biometric: str | None, backend: str) -> None
     chosen = _BACKEND_CHOICES[backend] or signers.default_backend()
     result = init_identity(credctl_home(), chosen, key_tag, biometric, force)
     if result.created:
+        from credctl.daemon.client import clear_cache
+
+        # A new key: a running daemon must not serve credentials of the old one.
+        clear_cache(credctl_home())
         click.echo("Device identity created.")
     else:
         click.echo("Device identity already exists (use --force to replace it).")
@@ -111,7 +115,13 @@ def reset(yes: bool) -> None:
             "The cloud roles trusting this device stop working for it",
             abort=True,
         )
-    removed = reset_identity(home)
+    from credctl.daemon.process import stop_daemon
+
+    # The daemon holds credentials of this identity, and its files are in the home.
+    stopped, removed = stop_daemon(home)
+    if stopped is not None:
+        click.echo(f"Daemon stopped (PID {stopped})")
+    removed += reset_identity(home)
     if removed:
         for path in removed:
             click.echo(f"Removed {path}")

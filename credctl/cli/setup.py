@@ -40,6 +40,13 @@ def _credctl_script() -> Path | None:
     return Path(found).resolve() if found else None
 
 
+def _clear_daemon_cache() -> None:
+    """The settings changed: a running daemon must not serve credentials made with the old."""
+    from credctl.daemon.client import clear_cache
+
+    clear_cache(credctl_home())  # False when no daemon answers: then nothing is cached
+
+
 @click.group()
 def setup() -> None:
     """Connect the device identity to AWS and Google Cloud."""
@@ -87,6 +94,7 @@ def setup_aws(
             "leave out --role-arn to use them"
         )
     settings = aws.record_federation(credctl_home(), role_arn, issuer_url, region, sts_endpoint)
+    _clear_daemon_cache()
     click.echo("AWS federation recorded:")
     click.echo(f"  role_arn:   {settings.role_arn}")
     click.echo(f"  issuer_url: {settings.issuer_url}")
@@ -121,6 +129,7 @@ def _create_aws(
         rerun_command=shlex.join(["credctl", *sys.argv[1:]]),
     )
     federation = build_aws_federation(home, options, lambda step: click.echo(step.describe()))
+    _clear_daemon_cache()
     click.echo("AWS federation ready and recorded:")
     click.echo(f"  role_arn:   {federation.role_arn}")
     click.echo(f"  issuer_url: {federation.issuer_url}")
@@ -225,6 +234,7 @@ def setup_gcp(
         sts_endpoint,
         iam_credentials_endpoint,
     )
+    _clear_daemon_cache()
     click.echo("GCP federation recorded:")
     click.echo(f"  audience:        {settings.audience}")
     click.echo(f"  service account: {settings.service_account_email}")
@@ -260,6 +270,7 @@ def _create_gcp(
         rerun_command=shlex.join(["credctl", *sys.argv[1:]]),
     )
     federation = build_gcp_federation(home, options, lambda step: click.echo(step.describe()))
+    _clear_daemon_cache()
     click.echo("GCP federation ready and recorded:")
     click.echo(f"  audience:        {federation.audience}")
     click.echo(f"  service account: {federation.service_account_email}")

@@ -36,12 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_daemon(args.home, args.idle_timeout, args.read_timeout, ready_fd=args.ready_fd)
     except CredctlError as exc:
-        if args.ready_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(args.ready_fd, f"error: {exc}\n".encode())
-        sys.stderr.write(f"credctl: {exc}\n")
-        return 1
+        return _report(str(exc), args.ready_fd)
+    except OSError as exc:
+        # bind, prctl, setrlimit, the PID file, the ready pipe: the system said no.
+        return _report(f"the daemon could not run: {exc}", args.ready_fd)
     return 0
+
+
+def _report(message: str, ready_fd: int | None) -> int:
+    """One ``credctl:`` line on stderr (and to a background starter); exit status 1."""
+    if ready_fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, f"error: {message}\n".encode())
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"credctl: {message}\n")
+        sys.stderr.flush()
+    return 1
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timezone
 
 from credctl.credential import IssuedCredential
 from credctl.errors import CredctlError
@@ -22,7 +22,8 @@ from credctl.errors import CredctlError
 REFRESH_MARGIN_SECONDS = 300.0
 
 Key = tuple[str, str]
-IssueFunction = Callable[[str, str, bool], IssuedCredential]
+# (provider, format) -> credential; the cache decides when to call it again.
+IssueFunction = Callable[[str, str], IssuedCredential]
 Renderer = Callable[[str, bytes, str, bool], bytes]
 
 
@@ -51,7 +52,6 @@ class Outcome:
 
     body: bytes = field(repr=False)
     state: str
-    fmt: str
 
 
 class CredentialCache:
@@ -68,6 +68,8 @@ class CredentialCache:
         self._render = render
         self._log = log
         self._inflight: dict[Key, asyncio.Future[CacheEntry]] = {}
+        # Bumped by clear(): a fetch begun before a clear answers its waiters, uncached.
+        self._generation = 0
 
     def fresh(self, key: Key) -> CacheEntry | None:
         """The entry for ``key`` if it may be served as a hit now."""
@@ -77,48 +79,59 @@ class CredentialCache:
         return None
 
     def clear(self) -> None:
+        """Forget every entry; fetches in flight (perhaps with old settings) are not kept."""
         self.entries.clear()
-
-    @property
-    def fetching(self) -> int:
-        return len(self._inflight)
+        self._inflight.clear()
+        self._generation += 1
 
     async def get(self, key: Key, refresh: bool) -> Outcome:
         """A hit, or a (shared) fetch; a failed fetch falls back to a still-valid entry."""
         if not refresh:
             entry = self.fresh(key)
             if entry is not None:
-                return Outcome(entry.credential.body, "hit", key[1])
+                return Outcome(entry.credential.body, "hit")
         future = self._inflight.get(key)
         if future is None:
-            future = self._start_fetch(key, refresh)
+            future = self._start_fetch(key)
         try:
             entry = await asyncio.shield(future)
         except CredctlError as exc:
             return self._fallback(key, exc.http_status, exc.public_message)
         except Exception:
             return self._fallback(key, 500, "internal error")
-        return Outcome(entry.credential.body, "miss", key[1])
+        return Outcome(entry.credential.body, "miss")
 
     def _fallback(self, key: Key, status: int, public_message: str) -> Outcome:
         entry = self.entries.get(key)
         if entry is not None and self._clock() < entry.expires_at:
-            return Outcome(entry.credential.body, "stale", key[1])
+            return Outcome(entry.credential.body, "stale")
         raise FetchFailed(status, public_message)
 
-    def _start_fetch(self, key: Key, refresh: bool) -> asyncio.Future[CacheEntry]:
+    def _start_fetch(self, key: Key) -> asyncio.Future[CacheEntry]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[CacheEntry] = loop.create_future()
         self._inflight[key] = future
         label = f"{key[0]}:{key[1]}"
+        generation = self._generation
 
         def settle(credential: IssuedCredential | None, error: BaseException | None) -> None:
-            self._inflight.pop(key, None)
-            if error is not None:
-                future.set_exception(error)
-            else:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+            if error is None:
                 assert credential is not None
-                future.set_result(self._store(key, credential))
+                try:
+                    entry = self._entry(credential, key[1])
+                    if generation == self._generation:
+                        self.entries[key] = entry
+                except Exception as exc:
+                    # Whatever broke, every waiter must get an answer (a 500).
+                    self._log(f"storing {label} failed unexpectedly: {type(exc).__name__}")
+                    error = exc
+                else:
+                    future.set_result(entry)
+                    self._log(f"fetched {label}, expires {rfc3339(entry.expires_at)}")
+                    return
+            future.set_exception(error)
             # Waiters may all have gone (clients closed); the error is logged.
             future.exception()
 
@@ -127,17 +140,15 @@ class CredentialCache:
             credential: IssuedCredential | None = None
             error: BaseException | None = None
             try:
-                credential = self._issue(key[0], key[1], refresh)
+                credential = self._issue(key[0], key[1])
             except CredctlError as exc:
+                # CredctlError messages are written to be safe to log, and useful.
                 self._log(f"fetch {label} failed: {exc}")
                 error = exc
             except Exception as exc:
-                # A bug, not a cloud answer: name it; the message carries no secret.
-                self._log(f"fetch {label} failed unexpectedly: {type(exc).__name__}: {exc}")
+                # A bug, not a cloud answer: its text may quote anything; name the type only.
+                self._log(f"fetch {label} failed unexpectedly: {type(exc).__name__}")
                 error = exc
-            else:
-                expires = credential.expires_at.astimezone(timezone.utc)
-                self._log(f"fetched {label}, expires {expires:%Y-%m-%dT%H:%M:%SZ}")
             # The loop is gone when the daemon stopped while this fetch ran.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(settle, credential, error)
@@ -146,14 +157,16 @@ class CredentialCache:
         threading.Thread(target=work, name=f"fetch-{label}", daemon=True).start()
         return future
 
-    def _store(self, key: Key, credential: IssuedCredential) -> CacheEntry:
+    def _entry(self, credential: IssuedCredential, fmt: str) -> CacheEntry:
         expires_at = credential.expires_at.timestamp()
-        entry = CacheEntry(
+        return CacheEntry(
             credential=credential,
             expires_at=expires_at,
             refresh_at=expires_at - REFRESH_MARGIN_SECONDS,
-            hit_response=self._render(key[1], credential.body, "hit", True),
-            hit_response_close=self._render(key[1], credential.body, "hit", False),
+            hit_response=self._render(fmt, credential.body, "hit", True),
+            hit_response_close=self._render(fmt, credential.body, "hit", False),
         )
-        self.entries[key] = entry
-        return entry
+
+
+def rfc3339(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -51,7 +51,7 @@ def render(
 def render_error(
     status: int, message: str, keep_alive: bool = True, extra_headers: str = ""
 ) -> bytes:
-    body = json.dumps({"error": message}).encode("utf-8")
+    body = json.dumps({"error": message}, separators=(",", ":")).encode("utf-8")
     return render(status, body, extra_headers=extra_headers, keep_alive=keep_alive)
 
 
@@ -136,9 +136,6 @@ class Connection(asyncio.Protocol):
             self.body_needed = 0
         self._process(data)
 
-    def eof_received(self) -> bool | None:
-        return None
-
     # framing
 
     def _process(self, data: bytes) -> None:
@@ -186,7 +183,7 @@ class Connection(asyncio.Protocol):
 
     def _headers(self, block: bytes, keep_alive: bool) -> tuple[bool, int] | None:
         """(keep_alive, body length) from the header block; None after answering 4xx."""
-        body_length = 0
+        body_length: int | None = None
         for line in block.split(b"\r\n"):
             name, sep, value = line.partition(b":")
             if not sep or not name or name[-1:] in (b" ", b"\t") or name[:1] in (b" ", b"\t"):
@@ -195,7 +192,8 @@ class Connection(asyncio.Protocol):
             lowered = name.lower()
             if lowered == b"content-length":
                 text = value.strip()
-                if not text.isdigit() or len(text) > 12:
+                # A second Content-Length, equal or not, is a smuggling attempt or a bug.
+                if body_length is not None or not text.isdigit() or len(text) > 12:
                     self._fail(400, "bad request")
                     return None
                 body_length = int(text)
@@ -211,7 +209,7 @@ class Connection(asyncio.Protocol):
                     keep_alive = False
                 elif token == b"keep-alive":
                     keep_alive = True
-        return keep_alive, body_length
+        return keep_alive, body_length or 0
 
     def _keep_partial(self, rest: bytes, body_needed: int = 0) -> None:
         self.buffer = bytearray(rest)
@@ -228,10 +226,16 @@ class Connection(asyncio.Protocol):
 
     def _answered(self, done: asyncio.Future[bytes], keep_alive: bool) -> None:
         self.busy = False
+        # Retrieved even when the client has gone, so asyncio prints no traceback.
+        error = "cancelled" if done.cancelled() else done.exception()
+        if error is not None:
+            name = error if isinstance(error, str) else type(error).__name__
+            # The type only: an unexpected exception's text may quote anything.
+            self.server.log(f"answering a request failed unexpectedly: {name}")
         transport = self.transport
         if transport is None:
             return
-        if done.cancelled() or done.exception() is not None:
+        if error is not None:
             transport.write(render_error(500, "internal error", keep_alive=False))
             transport.close()
             return
@@ -267,6 +271,7 @@ class ConnectionOwner(Protocol):
     """The server side a Connection talks to."""
 
     loop: asyncio.AbstractEventLoop
+    log: Callable[[str], None]
 
     def admit(self, connection: Connection, transport: asyncio.Transport) -> bytes | None:
         """None to accept; else the response that refuses the connection."""

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from credctl.daemon.client import fetch_status, socket_path
-from credctl.daemon.pidfile import PidFile, remove_stale_files, running_pid
+from credctl.daemon.pidfile import DaemonRunningError, PidFile, remove_stale_files, running_pid
 from credctl.daemon.server import DaemonDeps, DaemonServer, default_deps, format_uptime
 from credctl.errors import CredctlError
 from credctl.home import LOG_FILE, check_home_private
@@ -96,14 +96,18 @@ def daemon_command(home: Path, idle_timeout: float) -> list[str]:
     ]
 
 
-def start_background(home: Path, idle_timeout: float) -> int:
-    """Start a detached daemon (new session, stdio to daemon.log); its PID once it answers."""
+def check_can_start(home: Path) -> None:
+    """Refuse early, with the clear message, what the daemon itself would refuse:
+    a home that is not private, or a daemon already running."""
     check_home_private(home)
     pid = running_pid(home)
     if pid:
-        from credctl.daemon.pidfile import DaemonRunningError
-
         raise DaemonRunningError(pid)
+
+
+def start_background(home: Path, idle_timeout: float) -> int:
+    """Start a detached daemon (new session, stdio to daemon.log); its PID once it answers."""
+    check_can_start(home)
     read_end, write_end = os.pipe()
     log_fd = _open_log(home)
     try:

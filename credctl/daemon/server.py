@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from credctl.credential import DEFAULT_FORMAT, PROVIDER_FORMATS, IssuedCredential
-from credctl.daemon.cache import CredentialCache, FetchFailed, IssueFunction, Key
+from credctl.daemon.cache import CredentialCache, FetchFailed, IssueFunction, Key, rfc3339
 from credctl.daemon.http import Connection, render, render_error
 from credctl.daemon.peer import peer_uid_function
 from credctl.errors import CredctlError
@@ -61,10 +61,11 @@ class DaemonDeps:
 def default_deps(home: Path) -> DaemonDeps:
     """The real pipeline; boto3, google-auth and cryptography load on the first miss."""
 
-    def issue(provider: str, fmt: str, refresh: bool) -> IssuedCredential:
+    def issue(provider: str, fmt: str) -> IssuedCredential:
         from credctl.issue import issue_credential
 
-        return issue_credential(provider, fmt, home=home, refresh=refresh)
+        # Every call issues afresh; the cache decides when to call (and refresh=1).
+        return issue_credential(provider, fmt, home=home)
 
     return DaemonDeps(issue=issue)
 
@@ -77,10 +78,6 @@ def render_credential(fmt: str, body: bytes, state: str, keep_alive: bool) -> by
         f"Cache-Control: no-store\r\nX-Credctl-Cache: {state}\r\n",
         keep_alive,
     )
-
-
-def rfc3339(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 def format_uptime(seconds: float) -> str:
@@ -337,7 +334,7 @@ class DaemonServer:
                     return entry.hit_response if keep_alive else entry.hit_response_close
             return self._fetch(key, refresh, keep_alive)
         if kind == STATUS:
-            body = json.dumps(self.status_document()).encode("utf-8")
+            body = json.dumps(self.status_document(), separators=(",", ":")).encode("utf-8")
             return render(200, body, keep_alive=keep_alive)
         self.cache.clear()
         self.log("cache cleared")
