@@ -20,11 +20,23 @@ GCP_CREDENTIAL_FILE = "gcp-credentials.json"
 
 
 def credctl_home() -> Path:
-    """``$CREDCTL_HOME`` if set, else ``~/.credctl``."""
+    """``$CREDCTL_HOME`` if set, else ``~/.credctl``; always absolute.
+
+    Absolute because the paths derived from it are recorded in config.json and
+    used by the daemon, which runs from ``/``.
+    """
     configured = os.environ.get("CREDCTL_HOME")
     if configured:
-        return Path(configured).expanduser()
+        return Path(configured).expanduser().absolute()
     return Path.home() / ".credctl"
+
+
+def daemon_disabled() -> bool:
+    """``CREDCTL_NO_DAEMON`` set to anything but empty or ``0``.
+
+    The same rule as the native fast path (native/fast_auth.c).
+    """
+    return os.environ.get("CREDCTL_NO_DAEMON", "") not in ("", "0")
 
 
 def ensure_home(home: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -12,14 +11,10 @@ import click
 from credctl.cli.common import CliState
 from credctl.credential import DEFAULT_FORMAT, PROVIDER_FORMATS
 from credctl.errors import CredctlError
-from credctl.home import credctl_home
-from credctl.issue import check_request, issue_credential
+from credctl.home import credctl_home, daemon_disabled
+from credctl.issue import check_request, issue_credential, silent
 
 _FORMATS = sorted({fmt for formats in PROVIDER_FORMATS.values() for fmt in formats})
-
-
-def _silent(message: str) -> None:
-    del message
 
 
 @click.command()
@@ -61,7 +56,7 @@ def _issue(
 ) -> bytes:
     check_request(provider, fmt)
     home = credctl_home()
-    if not (no_daemon or state.daemon_tried or os.environ.get("CREDCTL_NO_DAEMON") == "1"):
+    if not (no_daemon or state.daemon_tried or daemon_disabled()):
         from credctl.daemon.client import fetch_credential
 
         body = fetch_credential(home, provider, fmt, refresh)
@@ -69,7 +64,7 @@ def _issue(
             explain("served by the daemon")
             return body
         explain("no answer from the daemon; signing and exchanging directly")
-    return issue_credential(provider, fmt, home, explain, refresh).body
+    return issue_credential(provider, fmt, home, explain).body
 
 
 def _issue_for_google_auth(state: CliState, no_daemon: bool, refresh: bool) -> bytes:
@@ -83,7 +78,7 @@ def _issue_for_google_auth(state: CliState, no_daemon: bool, refresh: bool) -> b
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return _issue(state, "gcp", "executable", no_daemon, refresh, _silent)
+            return _issue(state, "gcp", "executable", no_daemon, refresh, silent)
         except CredctlError as exc:
             error = exc
         except Exception as exc:  # a bug must still produce a response google-auth reads
