@@ -55,20 +55,36 @@ def merge_jwks(public_key_der: bytes, existing: dict[str, Any] | None) -> dict[s
     return {"keys": [*others, jwk]}
 
 
+def parse_jwks(data: bytes, location: str) -> dict[str, Any]:
+    """An existing JWKS document; ConfigError naming ``location`` when it is not one.
+
+    A broken JWKS is never overwritten: it may hold keys someone relies on.
+    """
+    try:
+        jwks = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"{location}: existing JWKS is not valid JSON ({exc}); fix or move it, "
+            "credctl will not overwrite it"
+        ) from None
+    keys = jwks.get("keys", []) if isinstance(jwks, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(key, dict) for key in keys):
+        raise ConfigError(
+            f"{location}: field 'keys' must be a list of JWK objects; fix or move it, "
+            "credctl will not overwrite it"
+        )
+    return dict(jwks)
+
+
 def read_jwks(path: Path) -> dict[str, Any] | None:
     """An existing keys.json, or None; a broken one is an error, never overwritten."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"{path}: existing JWKS cannot be read ({exc}); fix or move it, "
-            "credctl will not overwrite it"
-        ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("keys", []), list):
-        raise ConfigError(f"{path}: field 'keys' must be a list of JWKs")
-    return data
+    except OSError as exc:
+        raise ConfigError(f"{path}: existing JWKS cannot be read ({exc.strerror})") from None
+    return parse_jwks(data, str(path))
 
 
 def render_json(document: dict[str, Any]) -> bytes:

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import jwt as pyjwt
@@ -276,3 +278,35 @@ def test_home_privacy_checks_name_the_fix(tmp_path: Path) -> None:
             check_home_private(home)
     finally:
         os.chown(home, os.getuid(), -1)
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"keys": ["not a key"]}', b'{"keys": {"kid": "x"}}', b"[]", b"{oops"]
+)
+def test_oidc_generate_refuses_a_broken_keys_json(
+    initialised_home: Path, run_cli: RunCli, tmp_path: Path, content: bytes
+) -> None:
+    (tmp_path / "keys.json").write_bytes(content)
+    result = run_cli(
+        "oidc", "generate", "--issuer-url", "https://i.example", "--output-dir", str(tmp_path)
+    )
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.startswith("credctl: ") and str(tmp_path / "keys.json") in err, err
+    assert "will not overwrite" in err
+    assert (tmp_path / "keys.json").read_bytes() == content
+
+
+def test_relative_credctl_home_is_recorded_as_an_absolute_path(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "credctl", "init"],
+        cwd=tmp_path,
+        env={**os.environ, "CREDCTL_HOME": "relative-home"},
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "relative-home" / "config.json").read_text())
+    assert config["public_key_path"] == str(tmp_path / "relative-home" / "device.pub")

@@ -9,12 +9,12 @@ that re-running the same command resumes from there.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from credctl.errors import CredctlError
+from credctl.errors import ConfigError, CredctlError
+from credctl.oidc import parse_jwks
 
 Action = Literal["created", "updated", "unchanged"]
 
@@ -94,11 +94,6 @@ def parse_published_jwks(data: bytes | None, location: str) -> dict[str, Any] | 
     if data is None:
         return None
     try:
-        jwks = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        jwks = None
-    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys", []), list):
-        raise StepFailed(
-            f"{location} is not a JWKS; credctl will not overwrite it. Fix or delete the object"
-        )
-    return jwks
+        return parse_jwks(data, location)
+    except ConfigError as exc:
+        raise StepFailed(str(exc)) from None
