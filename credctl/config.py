@@ -65,11 +65,14 @@ DEFAULT_GCP_STS_ENDPOINT = "https://sts.googleapis.com/v1/token"
 DEFAULT_GCP_IAM_CREDENTIALS_ENDPOINT = "https://iamcredentials.googleapis.com"
 
 
+DEFAULT_AWS_REGION = "us-east-1"
+
+
 @dataclass(frozen=True)
 class AwsSettings:
     role_arn: str
     issuer_url: str
-    region: str = "us-east-1"
+    region: str = DEFAULT_AWS_REGION
     s3_bucket: str | None = None
     sts_endpoint: str | None = None
     duration_seconds: int = 3600
@@ -131,7 +134,8 @@ class Config:
         section = self.raw.get("aws")
         if not section:
             return None
-        return AwsSettings(**{k: v for k, v in section.items() if k in _AWS_FIELDS})
+        fields = {k: v for k, v in section.items() if k in _AWS_FIELDS and v is not None}
+        return AwsSettings(**fields)
 
     @property
     def gcp(self) -> GcpSettings | None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from credctl.config import load_config
+from credctl.config import DEFAULT_AWS_REGION, load_config
 from credctl.home import credctl_home
 from credctl.jwt import load_device_public_key
 from credctl.oidc import write_documents
@@ -49,7 +49,6 @@ def publish(bucket: str, region: str | None, endpoint_url: str | None) -> None:
     import boto3
 
     from credctl.cloud import SetupProgress
-    from credctl.cloud.aws_federation import DEFAULT_REGION
     from credctl.cloud.publish import check_bucket_name, publish_to_s3
 
     check_bucket_name(bucket)
@@ -57,7 +56,7 @@ def publish(bucket: str, region: str | None, endpoint_url: str | None) -> None:
         check_url(endpoint_url, "--endpoint-url")
     config = load_config(credctl_home())
     recorded = config.aws
-    region = region or (recorded.region if recorded else DEFAULT_REGION)
+    region = region or (recorded.region if recorded else DEFAULT_AWS_REGION)
     check_region(region, "--region")
     s3 = boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint_url)
     command = f"credctl oidc publish --bucket {bucket}"

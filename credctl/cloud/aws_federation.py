@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from credctl.cloud import Reporter, SetupProgress, StepFailed, StepResult
 from credctl.cloud.publish import check_bucket_name, publish_to_s3, run_step
-from credctl.config import load_config
+from credctl.config import DEFAULT_AWS_REGION, load_config
 from credctl.errors import UsageError
 from credctl.jwt import AWS_AUDIENCE, load_device_public_key
 from credctl.validation import check_region, check_url
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from mypy_boto3_iam import IAMClient
 
 DEFAULT_ROLE_NAME = "credctl-device-role"
-DEFAULT_REGION = "us-east-1"
 TLS_TIMEOUT_SECONDS = 10.0
 
 
@@ -110,7 +109,7 @@ def trust_policy(provider_arn: str, issuer_url: str, device_id: str) -> dict[str
 class AwsFederationRequest:
     device_id: str
     public_key_der: bytes
-    region: str = DEFAULT_REGION
+    region: str = DEFAULT_AWS_REGION
     role_name: str = DEFAULT_ROLE_NAME
     bucket: str | None = None
     policy_arn: str | None = None
@@ -333,7 +332,7 @@ def build_aws_federation(
     options = request_options
     config = load_config(home)
     recorded = config.aws
-    region = options.region or (recorded.region if recorded else DEFAULT_REGION)
+    region = options.region or (recorded.region if recorded else DEFAULT_AWS_REGION)
     check_region(region, "--region")
     check_role_name(options.role_name)
     if options.policy_arn:

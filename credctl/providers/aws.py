@@ -16,11 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from credctl.config import AwsSettings, load_config
+from credctl.config import DEFAULT_AWS_REGION, AwsSettings, load_config
 from credctl.errors import ExchangeError, UsageError
 from credctl.validation import check_region, check_role_arn, check_url
 
-DEFAULT_REGION = "us-east-1"
 # Standard mode retries throttling, 5xx and connection errors with jittered
 # exponential backoff; four attempts keep the worst case to a few seconds.
 MAX_ATTEMPTS = 4
@@ -65,7 +64,7 @@ def record_federation(
         {
             "role_arn": role_arn,
             "issuer_url": issuer_url.rstrip("/"),
-            "region": region or existing.get("region") or DEFAULT_REGION,
+            "region": region or existing.get("region") or DEFAULT_AWS_REGION,
             "sts_endpoint": sts_endpoint,
         },
     )
