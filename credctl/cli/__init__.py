@@ -48,8 +48,12 @@ def main(argv: list[str] | None = None, daemon_tried: bool = False) -> int:
     except click.exceptions.Abort:
         click.echo("credctl: aborted", err=True)
         return 1
+    except click.exceptions.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "credctl"
+        fail(f"{exc.format_message()} (see `{command} --help`)")
+        return 2
     except click.exceptions.ClickException as exc:
-        exc.show()
+        fail(exc.format_message())
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
@@ -61,17 +65,11 @@ def main(argv: list[str] | None = None, daemon_tried: bool = False) -> int:
         return 1
     except KeyboardInterrupt:
         click.echo("credctl: interrupted", err=True)
-        return 130
+        return 1
     except Exception as exc:  # a bug: still one line, no traceback, nothing secret
-        fail(f"unexpected error ({type(exc).__name__}); rerun with --verbose and report it")
-        if _verbose_requested(argv):
-            raise
+        fail(f"unexpected error ({type(exc).__name__}); please report it")
         return 1
     return 0
-
-
-def _verbose_requested(argv: list[str] | None) -> bool:
-    return "--verbose" in (sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
