@@ -155,6 +155,10 @@ def reset_identity(home: Path) -> list[Path]:
         config = None
     if config is not None and config.backend == signers.SECURE_ENCLAVE:
         remove_key(home, config.key_tag, config.backend)
+    elif config is None and signers.default_backend() == signers.SECURE_ENCLAVE:
+        # config.json is gone or unreadable: the tag it named is unknown, so the
+        # key under the default tag, the one `init` creates, is what is removed.
+        remove_key(home, DEFAULT_KEY_TAG, signers.SECURE_ENCLAVE)
     for name in (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, CONFIG_FILE, GCP_CREDENTIAL_FILE, LOG_FILE):
         path = home / name
         with contextlib.suppress(FileNotFoundError):

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 # and should stay small until its first cache miss.
 
 
-def _silent(message: str) -> None:
+def silent(message: str) -> None:
+    """An ``explain`` that says nothing."""
     del message
 
 
@@ -47,18 +48,16 @@ def issue_credential(
     fmt: str,
     home: Path | None = None,
     explain: Callable[[str], None] | None = None,
-    refresh: bool = False,
 ) -> IssuedCredential:
     """Sign a device JWT and turn it into ``provider`` credentials rendered as ``fmt``.
 
     ``explain`` receives one line per step (key id, issuer, audience, endpoint;
-    never a token or a secret). ``refresh`` is accepted for symmetry with the
-    daemon's API; this pipeline keeps no cache, so every call is fresh.
+    never a token or a secret). There is no cache here: every call signs and
+    exchanges anew.
     Raises only CredctlError subclasses.
     """
-    del refresh
     check_request(provider, fmt)
-    say = explain or _silent
+    say = explain or silent
     home = home if home is not None else credctl_home()
     config = load_config(home)
     say(f"config {config.path}")
@@ -67,15 +66,14 @@ def issue_credential(
     return _issue_gcp(config, home, fmt, say)
 
 
-def _open_signer(config: Config, home: Path, say: Callable[[str], None]) -> Signer:
+def _open_signer(config: Config, home: Path, say: Callable[[str], None]) -> tuple[Signer, str]:
+    """The device key's signer and its key id."""
     from credctl.signers import open_signer
 
     signer = open_signer(config.backend, home, config.key_tag)
-    say(
-        f"device {config.device_id}, key id {key_id(signer.public_key_der())}, "
-        f"backend {config.backend}"
-    )
-    return signer
+    kid = key_id(signer.public_key_der())
+    say(f"device {config.device_id}, key id {kid}, backend {config.backend}")
+    return signer, kid
 
 
 def _issue_aws(
@@ -87,8 +85,7 @@ def _issue_aws(
     settings = config.aws
     if settings is None:
         raise NotConfiguredError("aws")
-    signer = _open_signer(config, home, say)
-    kid = key_id(signer.public_key_der())
+    signer, kid = _open_signer(config, home, say)
     say(
         f"signing a JWT: iss {settings.issuer_url}, aud {AWS_AUDIENCE}, "
         f"lifetime {AWS_TOKEN_LIFETIME_SECONDS}s"
@@ -117,7 +114,7 @@ def _issue_gcp(
     settings = config.gcp
     if settings is None:
         raise NotConfiguredError("gcp")
-    signer = _open_signer(config, home, say)
+    signer, _ = _open_signer(config, home, say)
     lifetime = settings.token_lifetime_seconds
     say(f"signing a JWT: iss {settings.issuer_url}, aud {settings.audience}, lifetime {lifetime}s")
     issued_at = datetime.now(timezone.utc)

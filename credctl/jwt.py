@@ -74,10 +74,10 @@ def verify_jwt_signature(token: str, public_key_der: bytes) -> None:
 
     signing_input, _, encoded_signature = token.rpartition(".")
     padded = encoded_signature + "=" * (-len(encoded_signature) % 4)
-    raw = base64.urlsafe_b64decode(padded)
     key = serialization.load_der_public_key(public_key_der)
     assert isinstance(key, ec.EllipticCurvePublicKey)
     try:
+        raw = base64.urlsafe_b64decode(padded)
         key.verify(raw_signature_to_der(raw), signing_input.encode(), ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):
         raise DeviceKeyError(

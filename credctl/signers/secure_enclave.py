@@ -113,7 +113,12 @@ class SecureEnclaveSigner:
             raise AuthenticationCancelled("authentication cancelled")
         if rc != SE_OK:
             raise SigningError(f"Secure Enclave signing failed: {_error_text(ffi, err)}")
-        return der_signature_to_raw(bytes(ffi.buffer(signature, signature_len[0])))
+        try:
+            return der_signature_to_raw(bytes(ffi.buffer(signature, signature_len[0])))
+        except ValueError as exc:
+            raise SigningError(
+                f"the Secure Enclave returned an unusable signature ({exc})"
+            ) from None
 
     def delete(self) -> None:
         delete_keys_with_tag(self.key_tag)

@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from credctl.errors import DeviceKeyError
+from credctl.errors import DeviceKeyError, SigningError
 from credctl.home import PRIVATE_KEY_FILE, write_private_file
 from credctl.keys import der_signature_to_raw
 
@@ -64,7 +64,10 @@ class SoftwareSigner:
 
     def sign(self, message: bytes, reason: str) -> bytes:
         del reason  # no prompt: a software key has no user-verification gate
-        return der_signature_to_raw(self._key.sign(message, ec.ECDSA(hashes.SHA256())))
+        try:
+            return der_signature_to_raw(self._key.sign(message, ec.ECDSA(hashes.SHA256())))
+        except ValueError as exc:
+            raise SigningError(f"the software key produced an unusable signature ({exc})") from None
 
     def delete(self) -> None:
         with contextlib.suppress(FileNotFoundError):
