@@ -110,6 +110,19 @@ def test_the_daemon_can_be_bypassed(run_cli, daemon_factory, bypass) -> None:
     assert daemon.requests == []
 
 
+@pytest.mark.parametrize(
+    ("value", "asked"), [("yes", False), ("1", False), ("0", True), ("", True)]
+)
+def test_no_daemon_variable_means_the_same_on_the_python_path(
+    run_cli, daemon_factory, value: str, asked: bool
+) -> None:
+    # --verbose is not served by the native fast path, so the CLI itself decides.
+    daemon = daemon_factory(200, DAEMON_BODY)
+    result = run_cli("--verbose", "auth", env={"CREDCTL_NO_DAEMON": value})
+    assert bool(daemon.requests) is asked
+    assert (result.stdout == DAEMON_BODY) is asked
+
+
 def test_a_daemon_error_falls_back_to_the_direct_path(run_cli, daemon_factory) -> None:
     daemon_factory(503, b'{"error":"AWS not configured"}')
     result = run_cli("auth")
