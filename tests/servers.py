@@ -39,6 +39,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from credctl.config import load_config
+
 LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT = 30
 
@@ -433,3 +435,86 @@ def gcp_server() -> Iterator[FakeGcpServer]:
     """A fresh FakeGcpServer; the test fills ``server.expect`` after `credctl init`."""
     with FakeGcpServer() as server:
         yield server
+
+
+# ---------------------------------------------------------------------------
+# The federation the end-to-end tests configure against these servers
+
+REPO = Path(__file__).resolve().parent.parent
+ROLE_ARN = "arn:aws:iam::123456789012:role/credctl-device-role"
+ISSUER = "https://issuer.example.com"
+PROJECT_NUMBER = "123456789012"
+POOL = "credctl-pool"
+PROVIDER = "credctl-provider"
+SERVICE_ACCOUNT = "credctl@demo-project.iam.gserviceaccount.com"
+AUDIENCE = (
+    f"//iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/"
+    f"workloadIdentityPools/{POOL}/providers/{PROVIDER}"
+)
+AWS_ENVIRONMENT = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_STS",
+)
+
+
+def isolate_aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No real AWS config, credentials or settings; credctl importable in every
+    process the test starts, from any cwd. Returns the (not yet written) AWS
+    config file."""
+    config_file = tmp_path / "aws-config"
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    for name in AWS_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    return config_file
+
+
+def setup_aws(run_cli: Any, endpoint: str) -> None:
+    """`credctl setup aws` with ROLE_ARN and ISSUER against the STS at `endpoint`."""
+    result = run_cli(
+        "setup", "aws", "--role-arn", ROLE_ARN, "--issuer-url", ISSUER, "--sts-endpoint", endpoint
+    )
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def publish_jwks(run_cli: Any, directory: Path) -> Path:
+    """`credctl oidc generate` for ISSUER into `directory`; returns keys.json."""
+    result = run_cli("oidc", "generate", "--issuer-url", ISSUER, "--output-dir", str(directory))
+    assert result.returncode == 0, result.stderr.decode()
+    return directory / "keys.json"
+
+
+def setup_gcp(
+    run_cli: Any, server: FakeGcpServer, pool: str = POOL, sts: str | None = None
+) -> None:
+    """`credctl setup gcp` for the pool above, against `server` (or another STS)."""
+    result = run_cli(
+        "setup", "gcp",
+        "--project-number", PROJECT_NUMBER,
+        "--pool-id", pool,
+        "--provider-id", PROVIDER,
+        "--service-account", SERVICE_ACCOUNT,
+        "--issuer-url", ISSUER,
+        "--sts-endpoint", sts or server.sts_endpoint,
+        "--iam-credentials-endpoint", server.iam_credentials_endpoint,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def configure_gcp(run_cli: Any, server: FakeGcpServer, home: Path, oidc_dir: Path) -> None:
+    """A device the fake Google side trusts: its JWKS published into `oidc_dir`,
+    `server` expecting its tokens, the pool configured with `credctl setup gcp`."""
+    server.expect.jwks_path = publish_jwks(run_cli, oidc_dir)
+    server.expect.issuer = ISSUER
+    server.expect.audience = AUDIENCE
+    server.expect.subject = load_config(home).device_id
+    server.expect.service_account_email = SERVICE_ACCOUNT
+    setup_gcp(run_cli, server)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from datetime import timezone
 from pathlib import Path
 
 import pytest
 from servers import AwsStsServer, aws_sts, moto_server
+from unix_http_server import UnixHttpServer, daemon_response, fixed
 
 from credctl.errors import NotConfiguredError, UsageError
 from credctl.issue import issue_credential
@@ -20,56 +19,15 @@ __all__ = ["aws_sts", "moto_server"]  # fixtures used below
 ROLE_ARN = "arn:aws:iam::123456789012:role/credctl-device-role"
 
 
-class FakeDaemon:
-    """Answers every request on daemon.sock with one canned HTTP response."""
-
-    def __init__(self, path: Path, status: int, body: bytes) -> None:
-        self.requests: list[bytes] = []
-        self._status = status
-        self._body = body
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(path))
-        self._sock.listen(8)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.requests.append(data.split(b"\r\n", 1)[0])
-                reason = "OK" if self._status == 200 else "Service Unavailable"
-                conn.sendall(
-                    f"HTTP/1.1 {self._status} {reason}\r\nContent-Length: {len(self._body)}\r\n"
-                    "X-Credctl-Cache: hit\r\nConnection: close\r\n\r\n".encode()
-                    + self._body
-                )
-
-    def close(self) -> None:
-        # shutdown wakes the thread blocked in accept(); close alone does not.
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
-        self._thread.join(timeout=10)
-
-
 @pytest.fixture
 def daemon_factory(initialised_home: Path) -> Iterator:
-    daemons: list[FakeDaemon] = []
+    """Starts stand-in daemons on daemon.sock, each answering with one canned response."""
+    daemons: list[UnixHttpServer] = []
 
-    def start(status: int, body: bytes) -> FakeDaemon:
-        daemon = FakeDaemon(initialised_home / "daemon.sock", status, body)
+    def start(status: int, body: bytes) -> UnixHttpServer:
+        reason = "OK" if status == 200 else "Service Unavailable"
+        response = daemon_response(body, f"{status} {reason}")
+        daemon = UnixHttpServer(initialised_home / "daemon.sock", fixed(response))
         daemons.append(daemon)
         return daemon
 
@@ -86,7 +44,7 @@ def test_a_daemon_answer_is_printed_unchanged(run_cli, daemon_factory) -> None:
     result = run_cli("auth")
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == DAEMON_BODY
-    assert daemon.requests == [b"GET /v1/credentials/aws?format=credential_process HTTP/1.1"]
+    assert daemon.request_lines == [b"GET /v1/credentials/aws?format=credential_process HTTP/1.1"]
 
 
 def test_gcp_executable_from_the_daemon(run_cli, daemon_factory) -> None:
@@ -94,7 +52,7 @@ def test_gcp_executable_from_the_daemon(run_cli, daemon_factory) -> None:
     daemon = daemon_factory(200, body)
     result = run_cli("--verbose", "auth", "--provider", "gcp")
     assert (result.returncode, result.stdout, result.stderr) == (0, body, b"")
-    assert daemon.requests == [b"GET /v1/credentials/gcp?format=executable HTTP/1.1"]
+    assert daemon.request_lines == [b"GET /v1/credentials/gcp?format=executable HTTP/1.1"]
 
 
 @pytest.mark.parametrize("bypass", [["--no-daemon"], "CREDCTL_NO_DAEMON"])

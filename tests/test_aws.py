@@ -11,7 +11,17 @@ from pathlib import Path
 import boto3
 import jwt as pyjwt
 import pytest
-from servers import AwsStsServer, aws_sts, closed_port_url, decode_jwt_unverified, moto_server
+from servers import (
+    ISSUER,
+    ROLE_ARN,
+    AwsStsServer,
+    aws_sts,
+    closed_port_url,
+    decode_jwt_unverified,
+    isolate_aws,
+    moto_server,
+    setup_aws,
+)
 
 from credctl.config import load_config
 from credctl.jwt import load_device_public_key
@@ -19,39 +29,13 @@ from credctl.keys import key_id
 
 __all__ = ["aws_sts", "closed_port_url", "moto_server"]  # fixtures used below
 
-REPO = Path(__file__).resolve().parent.parent
-ROLE_ARN = "arn:aws:iam::123456789012:role/credctl-device-role"
-ISSUER = "https://issuer.example.com"
 SESSION_NAME = re.compile(r"^credctl-[\w-]{16}-[0-9a-f]{8}$")
 
 
 @pytest.fixture(autouse=True)
 def isolated_aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No real AWS config or credentials; credctl importable from any cwd."""
-    config_file = tmp_path / "aws-config"
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    for name in (
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_STS",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    return config_file
-
-
-def setup_aws(run_cli, endpoint: str) -> None:
-    result = run_cli(
-        "setup", "aws", "--role-arn", ROLE_ARN, "--issuer-url", ISSUER, "--sts-endpoint", endpoint
-    )
-    assert result.returncode == 0, result.stderr.decode()
+    return isolate_aws(tmp_path, monkeypatch)
 
 
 @pytest.fixture

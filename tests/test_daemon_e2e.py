@@ -11,61 +11,38 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from servers import AwsStsServer, FakeGcpServer, aws_sts, gcp_server, moto_server
+from servers import (
+    ISSUER,
+    AwsStsServer,
+    FakeGcpServer,
+    aws_sts,
+    configure_gcp,
+    gcp_server,
+    isolate_aws,
+    moto_server,
+    setup_aws,
+)
 from test_daemon_helpers import get, raw_exchange
 from test_daemon_process import start_background, stop_any_daemon, wait_for
 from test_daemon_server import MALFORMED
 
-from credctl.config import load_config
 from credctl.daemon.pidfile import running_pid
 
 __all__ = ["aws_sts", "gcp_server", "moto_server"]  # fixtures used below
 
-REPO = Path(__file__).resolve().parent.parent
-ROLE_ARN = "arn:aws:iam::123456789012:role/credctl-device-role"
-ISSUER = "https://issuer.example.com"
-PROJECT_NUMBER = "123456789012"
-POOL = "credctl-pool"
-PROVIDER = "credctl-provider"
-SERVICE_ACCOUNT = "credctl@demo-project.iam.gserviceaccount.com"
-AUDIENCE = (
-    f"//iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/"
-    f"workloadIdentityPools/{POOL}/providers/{PROVIDER}"
-)
 AWS_CREDENTIALS = "/v1/credentials/aws?format=credential_process"
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No real AWS settings; credctl importable in every process the tests start."""
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    for name in (
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_STS",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-
-
-def configure(home: Path, run_cli, sts: AwsStsServer) -> None:
-    result = run_cli(
-        "setup", "aws", "--role-arn", ROLE_ARN, "--issuer-url", ISSUER, "--sts-endpoint", sts.url
-    )
-    assert result.returncode == 0, result.stderr.decode()
+    isolate_aws(tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def aws_daemon(initialised_home: Path, run_cli, aws_sts: AwsStsServer):
     """A configured device and a running daemon (stopped afterwards)."""
-    configure(initialised_home, run_cli, aws_sts)
+    setup_aws(run_cli, aws_sts.url)
     start_background(run_cli)
     yield initialised_home
     stop_any_daemon(initialised_home)
@@ -129,7 +106,7 @@ def test_inside_the_refresh_window_every_request_refetches(
     # token living four minutes is always inside the five-minute refresh window.
     # (The window's edges are tested with a fake clock in test_daemon_server.)
     gcp_server.access_token_lifetime = timedelta(minutes=4)
-    gcp_configure(initialised_home, run_cli, gcp_server, tmp_path)
+    configure_gcp(run_cli, gcp_server, initialised_home, tmp_path / "o")
     start_background(run_cli)
     try:
         for count in (1, 2, 3):
@@ -221,7 +198,7 @@ def test_changing_the_settings_empties_the_daemon_cache(
     assert second["AccessKeyId"] != first["AccessKeyId"]
     assert cache_state(aws_daemon) == "hit"
 
-    gcp_configure(aws_daemon, run_cli, gcp_server, tmp_path)
+    configure_gcp(run_cli, gcp_server, aws_daemon, tmp_path / "o")
     assert run_cli("daemon", "status").stdout.decode().splitlines()[3] == "Cache: empty"
     auth(run_cli)
     assert aws_sts.web_identity_calls == 3
@@ -257,31 +234,10 @@ def test_reset_stops_the_daemon_and_removes_its_stale_files(aws_daemon: Path, ru
     assert not (aws_daemon / "daemon.pid").exists()
 
 
-def gcp_configure(home: Path, run_cli, server: FakeGcpServer, tmp_path: Path) -> None:
-    oidc = run_cli("oidc", "generate", "--issuer-url", ISSUER, "--output-dir", str(tmp_path / "o"))
-    assert oidc.returncode == 0, oidc.stderr.decode()
-    server.expect.jwks_path = tmp_path / "o" / "keys.json"
-    server.expect.issuer = ISSUER
-    server.expect.audience = AUDIENCE
-    server.expect.subject = load_config(home).device_id
-    server.expect.service_account_email = SERVICE_ACCOUNT
-    result = run_cli(
-        "setup", "gcp",
-        "--project-number", PROJECT_NUMBER,
-        "--pool-id", POOL,
-        "--provider-id", PROVIDER,
-        "--service-account", SERVICE_ACCOUNT,
-        "--issuer-url", ISSUER,
-        "--sts-endpoint", server.sts_endpoint,
-        "--iam-credentials-endpoint", server.iam_credentials_endpoint,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr.decode()
-
-
 def test_gcp_tokens_are_cached(
     initialised_home: Path, run_cli, gcp_server: FakeGcpServer, tmp_path: Path
 ) -> None:
-    gcp_configure(initialised_home, run_cli, gcp_server, tmp_path)
+    configure_gcp(run_cli, gcp_server, initialised_home, tmp_path / "o")
     start_background(run_cli)
     try:
         executable = auth(run_cli, "--provider", "gcp")
@@ -308,8 +264,8 @@ def test_no_credential_reaches_a_file(
     gcp_server: FakeGcpServer,
     tmp_path: Path,
 ) -> None:
-    configure(initialised_home, run_cli, aws_sts)
-    gcp_configure(initialised_home, run_cli, gcp_server, tmp_path)
+    setup_aws(run_cli, aws_sts.url)
+    configure_gcp(run_cli, gcp_server, initialised_home, tmp_path / "o")
     start_background(run_cli)
     secrets: set[str] = set()
     try:

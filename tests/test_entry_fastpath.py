@@ -7,18 +7,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
-import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import _cffi_backend
 import pytest
+from unix_http_server import UnixHttpServer, daemon_response, fixed, short_socket_dir
 
 import credctl
 from credctl import __main__ as entry
@@ -29,62 +27,23 @@ BODY = b'{"Version":1,"AccessKeyId":"AKIA\xc3\xa9","SessionToken":"a\r\nb"}\x00t
 SCRIPTS = Path(sysconfig.get_path("scripts"))
 
 
-class FixedDaemon:
-    """Answers every request on a Unix socket with one fixed HTTP response."""
-
-    def __init__(self, path: Path, body: bytes = BODY, status: str = "200 OK") -> None:
-        self.requests: list[bytes] = []
-        self._response = (
-            f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n"
-            "X-Credctl-Cache: hit\r\nConnection: close\r\n\r\n"
-        ).encode() + body
-        self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(path))
-        self._sock.listen(16)
-        self._sock.settimeout(0.05)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                request = b""
-                while b"\r\n\r\n" not in request and len(request) < 65536:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    request += chunk
-                self.requests.append(request)
-                conn.sendall(self._response)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._sock.close()
+def fixed_daemon(path: Path, body: bytes = BODY, status: str = "200 OK") -> UnixHttpServer:
+    """A stand-in daemon answering every request with one fixed HTTP response."""
+    return UnixHttpServer(path, fixed(daemon_response(body, status)))
 
 
 @pytest.fixture
 def short_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    # A short path: pytest's tmp_path can exceed sun_path (104 bytes on macOS).
-    path = Path(tempfile.mkdtemp(prefix="cc-", dir="/tmp"))
-    monkeypatch.setenv("CREDCTL_HOME", str(path))
-    monkeypatch.delenv("CREDCTL_NO_DAEMON", raising=False)
-    monkeypatch.delenv("CREDCTL_DAEMON_TRIED", raising=False)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with short_socket_dir() as path:
+        monkeypatch.setenv("CREDCTL_HOME", str(path))
+        monkeypatch.delenv("CREDCTL_NO_DAEMON", raising=False)
+        monkeypatch.delenv("CREDCTL_DAEMON_TRIED", raising=False)
+        yield path
 
 
 @pytest.fixture
-def daemon(short_home: Path) -> Iterator[FixedDaemon]:
-    server = FixedDaemon(short_home / "daemon.sock")
+def daemon(short_home: Path) -> Iterator[UnixHttpServer]:
+    server = fixed_daemon(short_home / "daemon.sock")
     yield server
     server.close()
 
@@ -240,7 +199,7 @@ def test_entry_after_the_launcher_does_not_ask_again(daemon, fake_cli, monkeypat
 
 
 def test_entry_with_daemon_error_falls_back(short_home, fake_cli, monkeypatch):
-    server = FixedDaemon(short_home / "daemon.sock", b'{"error":"x"}', "503 Unavailable")
+    server = fixed_daemon(short_home / "daemon.sock", b'{"error":"x"}', "503 Unavailable")
     try:
         assert run_entry(monkeypatch, "auth") == 7
     finally:

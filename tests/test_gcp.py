@@ -14,22 +14,22 @@ import google.auth.transport.requests
 import jwt as pyjwt
 import pytest
 from google.auth import pluggable
-from servers import FakeGcpServer, closed_port_url, gcp_server
+from servers import (
+    AUDIENCE,
+    ISSUER,
+    REPO,
+    SERVICE_ACCOUNT,
+    FakeGcpServer,
+    closed_port_url,
+    configure_gcp,
+    gcp_server,
+    publish_jwks,
+    setup_gcp,
+)
 
 from credctl.config import load_config
 
 __all__ = ["closed_port_url", "gcp_server"]  # fixtures used below
-
-REPO = Path(__file__).resolve().parent.parent
-ISSUER = "https://issuer.example.com"
-PROJECT_NUMBER = "123456789012"
-POOL = "credctl-pool"
-PROVIDER = "credctl-provider"
-SERVICE_ACCOUNT = "credctl@demo-project.iam.gserviceaccount.com"
-AUDIENCE = (
-    f"//iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/"
-    f"workloadIdentityPools/{POOL}/providers/{PROVIDER}"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -38,35 +38,10 @@ def importable_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES", "1")
 
 
-def setup_gcp(run_cli, server: FakeGcpServer, pool: str = POOL, sts: str | None = None) -> None:
-    result = run_cli(
-        "setup", "gcp",
-        "--project-number", PROJECT_NUMBER,
-        "--pool-id", pool,
-        "--provider-id", PROVIDER,
-        "--service-account", SERVICE_ACCOUNT,
-        "--issuer-url", ISSUER,
-        "--sts-endpoint", sts or server.sts_endpoint,
-        "--iam-credentials-endpoint", server.iam_credentials_endpoint,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr.decode()
-
-
-def publish_jwks(run_cli, directory: Path) -> Path:
-    result = run_cli("oidc", "generate", "--issuer-url", ISSUER, "--output-dir", str(directory))
-    assert result.returncode == 0, result.stderr.decode()
-    return directory / "keys.json"
-
-
 @pytest.fixture
 def gcp_home(initialised_home: Path, run_cli, gcp_server: FakeGcpServer, tmp_path: Path) -> Path:
     """A device the fake Google side trusts: its JWKS published, the pool configured."""
-    gcp_server.expect.jwks_path = publish_jwks(run_cli, tmp_path / "oidc")
-    gcp_server.expect.issuer = ISSUER
-    gcp_server.expect.audience = AUDIENCE
-    gcp_server.expect.subject = load_config(initialised_home).device_id
-    gcp_server.expect.service_account_email = SERVICE_ACCOUNT
-    setup_gcp(run_cli, gcp_server)
+    configure_gcp(run_cli, gcp_server, initialised_home, tmp_path / "oidc")
     return initialised_home
 
 

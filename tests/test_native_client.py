@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import socket
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from credctl._native import ffi, lib
+from unix_http_server import Responder, UnixHttpServer, fixed, short_socket_dir
 
 AWS_TARGET = "/v1/credentials/aws?format=credential_process"
-Responder = Callable[[socket.socket, bytes], None]
 BODY = b'{"Version":1,"AccessKeyId":"AKIA","SecretAccessKey":"s\\r\\n","Expiration":"x"}\n'
 
 
@@ -28,80 +25,24 @@ def response(body: bytes, status: str = "200 OK", extra_headers: str = "") -> by
     return head.encode() + body
 
 
-class UnixServer:
-    """Accepts connections on a Unix socket, one at a time, and hands each
-    (connection, request bytes) to `respond`."""
-
-    def __init__(self, path: Path, respond: Responder) -> None:
-        self.requests: list[bytes] = []
-        self._respond = respond
-        self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(path))
-        self._sock.listen(16)
-        self._sock.settimeout(0.05)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                request = b""
-                while b"\r\n\r\n" not in request and len(request) < 65536:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    request += chunk
-                self.requests.append(request)
-                try:
-                    self._respond(conn, request)
-                except OSError:
-                    pass
-
-    def wait_stopping(self, seconds: float) -> None:
-        """For responders that stall: return early when the server shuts down."""
-        self._stop.wait(seconds)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._sock.close()
-
-
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
-    # pytest's tmp_path can exceed sun_path (104 bytes on macOS).
-    path = Path(tempfile.mkdtemp(prefix="cc-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with short_socket_dir() as path:
+        yield path
 
 
 @pytest.fixture
-def serve(short_dir: Path) -> Iterator[Callable[[Responder], UnixServer]]:
-    servers: list[UnixServer] = []
+def serve(short_dir: Path) -> Iterator[Callable[[Responder], UnixHttpServer]]:
+    servers: list[UnixHttpServer] = []
 
-    def start(respond: Responder) -> UnixServer:
-        server = UnixServer(short_dir / "daemon.sock", respond)
+    def start(respond: Responder) -> UnixHttpServer:
+        server = UnixHttpServer(short_dir / "daemon.sock", respond)
         servers.append(server)
         return server
 
     yield start
     for server in servers:
         server.close()
-
-
-def fixed(data: bytes) -> Responder:
-    def respond(conn: socket.socket, request: bytes) -> None:
-        conn.sendall(data)
-
-    return respond
 
 
 def http_get(
@@ -252,7 +193,7 @@ def test_oversized_headers(serve, short_dir):
 
 
 def test_server_that_never_answers_times_out(serve, short_dir):
-    server: UnixServer
+    server: UnixHttpServer
 
     def stall(conn: socket.socket, request: bytes) -> None:
         server.wait_stopping(30)

@@ -106,6 +106,11 @@ def setup_aws(
     )
 
 
+def _rerun_command() -> str:
+    """This invocation as a shell command line, for "run it again" hints."""
+    return shlex.join(["credctl", *sys.argv[1:]])
+
+
 def _create_aws(
     region: str | None,
     sts_endpoint: str | None,
@@ -126,7 +131,7 @@ def _create_aws(
         bucket=bucket,
         policy_arn=policy_arn,
         sts_endpoint=sts_endpoint,
-        rerun_command=shlex.join(["credctl", *sys.argv[1:]]),
+        rerun_command=_rerun_command(),
     )
     federation = build_aws_federation(home, options, lambda step: click.echo(step.describe()))
     _clear_daemon_cache()
@@ -267,7 +272,7 @@ def _create_gcp(
         bucket=bucket,
         sts_endpoint=sts_endpoint,
         iam_credentials_endpoint=iam_credentials_endpoint,
-        rerun_command=shlex.join(["credctl", *sys.argv[1:]]),
+        rerun_command=_rerun_command(),
     )
     federation = build_gcp_federation(home, options, lambda step: click.echo(step.describe()))
     _clear_daemon_cache()
@@ -276,6 +281,11 @@ def _create_gcp(
     click.echo(f"  service account: {federation.service_account_email}")
     click.echo(f"  issuer_url:      {federation.issuer_url}")
     path = gcp.write_credential_file(home, credctl_command())
+    _echo_credential_file_usage(path)
+
+
+def _echo_credential_file_usage(path: Path) -> None:
+    """Where the GCP credential file went and the environment that makes it work."""
     click.echo(f"Wrote {path}")
     click.echo("Use it:")
     click.echo(f"  export GOOGLE_APPLICATION_CREDENTIALS={shlex.quote(str(path))}")
@@ -291,8 +301,5 @@ def _create_gcp(
 def setup_gcp_cred_file(output: Path | None) -> None:
     """Write the GCP external-account credential config for client libraries and gcloud."""
     path = gcp.write_credential_file(credctl_home(), credctl_command(), output)
-    click.echo(f"Wrote {path}")
-    click.echo("Use it:")
-    click.echo(f"  export GOOGLE_APPLICATION_CREDENTIALS={shlex.quote(str(path))}")
-    click.echo("  export GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1")
+    _echo_credential_file_usage(path)
     click.echo(f"  gcloud auth login --cred-file={shlex.quote(str(path))}")
