@@ -536,14 +536,7 @@ def run_credctl(args: argparse.Namespace, results: dict[str, object]) -> None:
             paths = python_paths(inst.python)
             py = str(inst.python)
             commands: dict[str, tuple[str, ...]] = {"/bin/true": ("/bin/true",)}
-            if shutil.which("curl"):
-                commands["curl --unix-socket"] = (
-                    shutil.which("curl") or "curl",
-                    "-sf",
-                    "--unix-socket",
-                    str(sock),
-                    "http://localhost" + target,
-                )
+            commands.update(curl_command(sock, target))
             if inst.launcher:
                 commands["credctl-fast auth (launcher)"] = (str(inst.launcher), "auth")
             commands["python -I -S -c pass"] = (py, "-I", "-S", "-c", "pass")
@@ -578,15 +571,7 @@ def run_credctl(args: argparse.Namespace, results: dict[str, object]) -> None:
         if "load" in args.sections:
             print("load: daemon under 1-128 clients ...", file=sys.stderr)
             results["load_label"] = "The credctl daemon"
-            results["load"] = load_matrix(
-                sock,
-                target,
-                pid,
-                counts=CLIENT_COUNTS,
-                seconds=args.load_seconds,
-                max_requests=args.max_requests,
-                repeats=args.load_repeats,
-            )
+            results["load"] = load_matrix_from_args(sock, target, pid, args)
             if args.reference:
                 print("load: alternating with the bare asyncio server ...", file=sys.stderr)
                 results["paired"] = paired_with_reference(sock, pid, inst.python, args)
@@ -669,6 +654,31 @@ def paired_with_reference(
     return pairs
 
 
+def curl_command(sock: Path, target: str) -> dict[str, tuple[str, ...]]:
+    """`curl --unix-socket` fetching ``target``, when curl is installed."""
+    curl = shutil.which("curl")
+    if curl is None:
+        return {}
+    return {
+        "curl --unix-socket": (curl, "-sf", "--unix-socket", str(sock), "http://localhost" + target)
+    }
+
+
+def load_matrix_from_args(
+    sock: Path, target: str, pid: int, args: argparse.Namespace
+) -> list[list[loadgen.LoadResult]]:
+    """The load matrix over CLIENT_COUNTS with the run's time and count bounds."""
+    return load_matrix(
+        sock,
+        target,
+        pid,
+        counts=CLIENT_COUNTS,
+        seconds=args.load_seconds,
+        max_requests=args.max_requests,
+        repeats=args.load_repeats,
+    )
+
+
 def run_self_test(args: argparse.Namespace, results: dict[str, object]) -> None:
     """The harness against the bare asyncio server: no credctl involved."""
     results["python"] = sys.executable
@@ -684,26 +694,11 @@ def run_self_test(args: argparse.Namespace, results: dict[str, object]) -> None:
                 "python -I -S -c pass": (py, "-I", "-S", "-c", "pass"),
                 "python -c pass": (py, "-c", "pass"),
             }
-            if shutil.which("curl"):
-                commands["curl --unix-socket"] = (
-                    shutil.which("curl") or "curl",
-                    "-sf",
-                    "--unix-socket",
-                    str(sock),
-                    "http://localhost" + target,
-                )
+            commands.update(curl_command(sock, target))
             time_startup(commands, os.environ, args, results)
         if "load" in args.sections:
             results["load_label"] = "The bare asyncio fixed-body server (self-test)"
-            results["load"] = load_matrix(
-                sock,
-                target,
-                pid,
-                counts=CLIENT_COUNTS,
-                seconds=args.load_seconds,
-                max_requests=args.max_requests,
-                repeats=args.load_repeats,
-            )
+            results["load"] = load_matrix_from_args(sock, target, pid, args)
 
 
 def main(argv: list[str] | None = None) -> int:
