@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from credctl.home import (
 )
 from credctl.jwt import load_device_public_key, sign_jwt, verify_jwt_signature
 from credctl.keys import device_id, key_id, public_key_pem
+from credctl.timestamps import rfc3339
 
 NOT_HARDWARE_BOUND = (
     "software key: stored in device.key, NOT hardware-bound; "
@@ -74,7 +74,7 @@ def init_identity(
     values: dict[str, Any] = {
         "device_id": device_id(public_der),
         "key_tag": key_tag,
-        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_at": rfc3339(),
         "enclave_type": backend,
         "public_key_path": _display_path(public_path),
         "biometric": policy,

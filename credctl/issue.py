@@ -16,6 +16,7 @@ from credctl.credential import PROVIDER_FORMATS, IssuedCredential
 from credctl.errors import NotConfiguredError, UsageError
 from credctl.home import credctl_home
 from credctl.keys import key_id
+from credctl.timestamps import rfc3339
 
 if TYPE_CHECKING:
     from credctl.signers import Signer
@@ -101,7 +102,7 @@ def _issue_aws(
     credentials = aws.assume_role_with_web_identity(
         settings, token, aws.role_session_name(kid), say
     )
-    say(f"AWS credentials expire {credentials.expiration:%Y-%m-%dT%H:%M:%SZ}")
+    say(f"AWS credentials expire {rfc3339(credentials.expiration)}")
     return IssuedCredential(aws.render(credentials, fmt), credentials.expiration)
 
 
@@ -131,5 +132,5 @@ def _issue_gcp(
         expires_at = datetime.fromtimestamp(int(issued_at.timestamp()) + lifetime, timezone.utc)
         return IssuedCredential(gcp.executable_response(token, expires_at), expires_at)
     access_token = gcp.exchange_for_access_token(settings, token, say)
-    say(f"GCP access token expires {access_token.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+    say(f"GCP access token expires {rfc3339(access_token.expires_at)}")
     return IssuedCredential(gcp.render_env(access_token), access_token.expires_at)

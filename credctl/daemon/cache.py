@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from credctl.credential import IssuedCredential
 from credctl.errors import CredctlError
+from credctl.timestamps import rfc3339
 
 # A request this close to expiry re-fetches.
 REFRESH_MARGIN_SECONDS = 300.0
@@ -166,7 +166,3 @@ class CredentialCache:
             hit_response=self._render(fmt, credential.body, "hit", True),
             hit_response_close=self._render(fmt, credential.body, "hit", False),
         )
-
-
-def rfc3339(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from credctl.credential import DEFAULT_FORMAT, PROVIDER_FORMATS, IssuedCredential
-from credctl.daemon.cache import CredentialCache, FetchFailed, IssueFunction, Key, rfc3339
+from credctl.daemon.cache import CredentialCache, FetchFailed, IssueFunction, Key
 from credctl.daemon.http import Connection, render, render_error
 from credctl.daemon.peer import peer_uid_function
 from credctl.errors import CredctlError
+from credctl.timestamps import rfc3339
 
 DEFAULT_READ_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 512
@@ -42,7 +43,7 @@ CONTENT_TYPES = {
 
 def log_to_stderr(message: str) -> None:
     """One line on stderr (the terminal, or daemon.log in the background)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamp = rfc3339()
     # A foreground daemon's terminal may be gone; losing a log line must not stop it.
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(f"{stamp} credctl daemon[{os.getpid()}]: {message}\n")

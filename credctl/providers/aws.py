@@ -18,6 +18,7 @@ from typing import Any
 
 from credctl.config import DEFAULT_AWS_REGION, AwsSettings, load_config
 from credctl.errors import ExchangeError, UsageError
+from credctl.timestamps import rfc3339
 from credctl.validation import check_region, check_role_arn, check_url
 
 # Standard mode retries throttling, 5xx and connection errors with jittered
@@ -188,13 +189,9 @@ def _client_error(
     return ExchangeError(f"{what}; {hint}")
 
 
-def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def render(credentials: AwsCredentials, fmt: str) -> bytes:
     """The exact bytes `credctl auth --provider aws --format FMT` prints."""
-    expiration = _timestamp(credentials.expiration)
+    expiration = rfc3339(credentials.expiration)
     if fmt == "credential_process":
         document = {
             "Version": 1,
